@@ -1,0 +1,32 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run demo test lint bench schema clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/tgsentinel run
+
+demo: $(STAMP)
+	$(BIN)/tgsentinel replay tests/fixtures/mfa_channel_dump.txt --channel mfa --show
+
+test: $(STAMP)
+	$(BIN)/ruff check bot tests
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	taskset -c 0 $(BIN)/tgsentinel bench parse
+	taskset -c 0 $(BIN)/tgsentinel bench replay
+	taskset -c 0 $(BIN)/tgsentinel bench match
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

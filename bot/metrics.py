@@ -1,0 +1,21 @@
+"""Prometheus metrics. Labels are channel keys and rule ids: bounded by the config, never by traffic."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+POSTS_INGESTED = Counter("tgsentinel_posts_ingested_total", "Posts stored (new)", ["channel"])
+POSTS_RECOVERED = Counter(
+    "tgsentinel_posts_recovered_total", "Posts found by catch-up sweeps rather than live updates", ["channel"]
+)
+MATCHES = Counter("tgsentinel_matches_total", "Rule matches recorded", ["rule"])
+DELIVERIES = Counter("tgsentinel_deliveries_total", "Delivery outcomes", ["destination", "status"])
+FLOOD_WAIT_SECONDS = Counter("tgsentinel_flood_wait_seconds_total", "Seconds spent in Telegram FloodWaits")
+GAPS = Counter("tgsentinel_gaps_total", "Gaps a catch-up could not close", ["channel"])
+LOOP_LAG = Gauge("tgsentinel_event_loop_lag_seconds", "How late the event loop ran a timer")
+DB_SIZE = Gauge("tgsentinel_database_size_bytes", "Size of the database")
+DELIVERY_LATENCY = Histogram(
+    "tgsentinel_delivery_latency_seconds",
+    "From ingest to a destination's acceptance",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)

@@ -1,0 +1,81 @@
+"""Channel rows: found by Telegram id, then username; a dump is a channel of its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.sources.model import ChannelRef
+from bot.store.models import Channel
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def find(session: Session, ref: ChannelRef) -> Channel | None:
+    if ref.dump:
+        return session.scalar(select(Channel).where(Channel.dump == ref.key))
+    row = None
+    if ref.tg_id is not None:
+        row = session.scalar(select(Channel).where(Channel.tg_id == ref.tg_id))
+    if row is None and ref.username:
+        row = session.scalar(select(Channel).where(Channel.username == ref.username.lower()))
+        if row is not None and row.tg_id is not None and ref.tg_id is not None and row.tg_id != ref.tg_id:
+            # The username moved to another channel: the old row gives it up.
+            row.username = None
+            row = None
+    return row
+
+
+def upsert(session: Session, ref: ChannelRef) -> Channel:
+    """The channel's row, created or brought up to date with what the source knows now."""
+    row = find(session, ref)
+    if row is None:
+        row = Channel(
+            tg_id=ref.tg_id,
+            username=ref.username.lower() if ref.username and not ref.dump else None,
+            dump=ref.key if ref.dump else None,
+            title=ref.title or (ref.dump if ref.dump else ref.username),
+            access_hash=ref.access_hash,
+            created_at=now(),
+        )
+        session.add(row)
+        session.flush()
+        return row
+    if ref.dump:
+        return row
+    if ref.tg_id is not None and row.tg_id is None:
+        row.tg_id = ref.tg_id
+    if ref.username and row.username != ref.username.lower():
+        taken = session.scalar(select(Channel).where(Channel.username == ref.username.lower()))
+        if taken is not None and taken is not row:
+            taken.username = None
+            session.flush()
+        row.username = ref.username.lower()
+    if ref.title and row.title != ref.title:
+        row.title = ref.title
+    if ref.access_hash is not None and row.access_hash != ref.access_hash:
+        row.access_hash = ref.access_hash
+        row.resolved_at = now()
+    return row
+
+
+def to_ref(row: Channel) -> ChannelRef:
+    if row.dump:
+        return ChannelRef(dump=row.dump.removeprefix("dump:"), title=row.title)
+    return ChannelRef(tg_id=row.tg_id, username=row.username, title=row.title, access_hash=row.access_hash)
+
+
+def names(row: Channel) -> frozenset[str]:
+    """Every name a rule's channel scope may use for this channel, lower case."""
+    out: set[str] = set()
+    if row.dump:
+        out |= {row.dump, row.dump.removeprefix("dump:")}
+    if row.username:
+        out.add(row.username)
+    if row.tg_id is not None:
+        out |= {str(row.tg_id), f"-100{row.tg_id}"}
+    return frozenset(n.lower() for n in out)

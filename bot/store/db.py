@@ -1,0 +1,62 @@
+"""Engines: SQLite by default (WAL, busy timeout), PostgreSQL through psycopg 3 when scaled out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from bot.errors import InputError
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may appear in a log or an error: no password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<malformed>"
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(f"DATABASE_URL is malformed: {url.split('://')[0]}://...") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise InputError(f"DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql)")
+    return parsed
+
+
+def make_engine(url: str, *, check: bool = True) -> Engine:
+    """An engine for `url`; with `check`, connect once so a bad URL fails here, in one line."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            # WAL lets readers (Datasette, the CLI) look while the monitor writes.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    if check:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except (DBAPIError, NoSuchModuleError, OSError) as exc:
+            engine.dispose()
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"cannot open database {safe_url(parsed)}: {reason}") from None
+    return engine

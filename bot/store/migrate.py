@@ -1,0 +1,46 @@
+"""Schema upgrades through Alembic. The app upgrades on start; `tgsentinel db upgrade` does it by hand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+
+# An arbitrary constant: the advisory lock that serialises concurrent upgrades on PostgreSQL.
+_LOCK_ID = 0x7467_5345_4E54
+
+
+def script_location() -> Path:
+    override = os.environ.get("TGSENTINEL_ALEMBIC_DIR")
+    if override:
+        return Path(override)
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (base / "alembic" / "env.py").exists():
+            return base / "alembic"
+    raise FileNotFoundError("alembic/ migrations directory not found (set TGSENTINEL_ALEMBIC_DIR)")
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to `revision`. Several processes may call this at once on PostgreSQL."""
+    cfg = alembic_config()
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
+            conn.commit()
+        try:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            conn.commit()
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
+                conn.commit()

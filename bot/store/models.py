@@ -1,0 +1,170 @@
+"""The schema. Created only by Alembic migrations (alembic/versions); this module is its Python face.
+
+Plain tables with plain types, so the SQLite file opens in sqlite3, Datasette or pandas.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Channel(Base):
+    """A watched channel, keyed by Telegram's numeric id where known; a dump is a channel of its own."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tg_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    username: Mapped[str | None] = mapped_column(String(64), unique=True)  # lower case, no '@'
+    dump: Mapped[str | None] = mapped_column(String(200), unique=True)  # "dump:<name>" channels
+    title: Mapped[str | None] = mapped_column(Text)
+    access_hash: Mapped[int | None] = mapped_column(BigInteger)
+    last_seen_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("channel_id", "msg_id", name="uq_messages_channel_msg"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    msg_id: Mapped[int] = mapped_column(BigInteger)
+    date: Mapped[datetime | None]
+    edit_date: Mapped[datetime | None]
+    raw_text: Mapped[str] = mapped_column(Text)
+    entities: Mapped[list[Any]] = mapped_column(JSON)
+    text: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    hashtags: Mapped[list[Any]] = mapped_column(JSON)
+    mentions: Mapped[list[Any]] = mapped_column(JSON)
+    urls: Mapped[list[Any]] = mapped_column(JSON)
+    media: Mapped[list[Any]] = mapped_column(JSON)
+    fingerprint: Mapped[str | None] = mapped_column(String(32), index=True)
+    forwarded_from: Mapped[str | None] = mapped_column(Text)
+    fwd_tg_id: Mapped[int | None] = mapped_column(BigInteger)
+    fwd_post_id: Mapped[int | None] = mapped_column(BigInteger)
+    grouped_id: Mapped[int | None] = mapped_column(BigInteger)
+    views: Mapped[int | None] = mapped_column(BigInteger)
+    link_preview: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+
+
+class MessageEdit(Base):
+    """A message's earlier versions: the text it had before each edit."""
+
+    __tablename__ = "message_edits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    edit_date: Mapped[datetime | None]
+    raw_text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime]
+
+    message: Mapped[Message] = relationship()
+
+
+class Match(Base):
+    __tablename__ = "matches"
+    __table_args__ = (UniqueConstraint("rule_id", "message_id", name="uq_matches_rule_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(100), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    terms: Mapped[list[Any]] = mapped_column(JSON)
+    hits: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+
+
+class Alert(Base):
+    """One alert: a match worth telling, a follow-up, a digest or an ops notice."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)  # idempotency key, stable across retries
+    kind: Mapped[str] = mapped_column(String(16))  # match | followup | digest | ops
+    rule_id: Mapped[str | None] = mapped_column(String(100))
+    severity: Mapped[str | None] = mapped_column(String(16))
+    match_id: Mapped[int | None] = mapped_column(ForeignKey("matches.id", ondelete="SET NULL"))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    fingerprint: Mapped[str | None] = mapped_column(String(32))
+    also_seen_in: Mapped[list[Any]] = mapped_column(JSON)
+    summary: Mapped[str | None] = mapped_column(Text)
+    items: Mapped[list[Any]] = mapped_column(JSON)  # alert ids a follow-up or digest stands for
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (Index("ix_alerts_fingerprint_created", "fingerprint", "created_at"),)
+
+
+class Delivery(Base):
+    """One alert to one destination: the outbox row a worker claims, sends and marks."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "destination", name="uq_deliveries_alert_destination"),
+        Index("ix_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_hold", "status", "hold_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))  # pending | held | sent | dead | folded
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    hold_key: Mapped[str | None] = mapped_column(String(200))  # "throttle:<rule>:<channel>" or "digest:<rule>"
+    hold_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class Silence(Base):
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str | None] = mapped_column(String(200))
+    until: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class DestinationState(Base):
+    """A destination disabled by a 410, until someone re-enables it."""
+
+    __tablename__ = "destination_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    disabled_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
