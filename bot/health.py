@@ -6,6 +6,8 @@ stay healthy while a channel that cannot be swept turns the monitor unhealthy.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,3 +88,39 @@ class Health:
                 for name, ch in self.channels.items()
             },
         }
+
+
+async def serve(health: Health, host: str, port: int) -> asyncio.Server:
+    """`/healthz` (200 or 503, JSON) and `/metrics` (Prometheus text) on a plain asyncio server.
+
+    Two read-only routes do not earn a web framework; the request line is all we read.
+    """
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b"\n", b""):
+                pass  # headers: nothing in them changes the answer
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+            if path == "/healthz":
+                ok = health.healthy()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                body = json.dumps(health.snapshot()).encode()
+                ctype = "application/json"
+            elif path == "/metrics":
+                status, body, ctype = "200 OK", generate_latest(), CONTENT_TYPE_LATEST
+            else:
+                status, body, ctype = "404 Not Found", b"not found\n", "text/plain"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode() + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select, tuple_, update
+from sqlalchemy import Engine, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from bot import metrics
@@ -43,7 +43,7 @@ class Changed:
 
     item: Incoming
     content: Content
-    message: Message
+    message_id: int
     channel: Channel
     is_edit: bool
     matches: list[tuple[RuleMatch, Match]] = field(default_factory=list)
@@ -104,47 +104,58 @@ class Ingest:
     # -- the work, in the database thread ----------------------------------------------------------
 
     def ingest_sync(self, items: Sequence[Incoming]) -> tuple[IngestResult, list[int]]:
-        prepared = [(item, normalise(item.text, item.entities, item.media)) for item in items]
+        prepared = [
+            (item, item.content or normalise(item.text, item.entities, item.media)) for item in items
+        ]
         counts = dict.fromkeys(("read", "new", "updated", "unchanged", "duplicates", "matches"), 0)
         counts["read"] = len(prepared)
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             rows = {ref: channel_rows.upsert(session, ref) for ref in {item.channel for item, _ in prepared}}
             existing = _existing(session, [(rows[i.channel].id, i.message_id) for i, _ in prepared])
-            fingerprints = {c.fingerprint for _, c in prepared if c.fingerprint}
-            known = _known_fingerprints(session, fingerprints)
+            known = _known_fingerprints(session, {c.fingerprint for _, c in prepared if c.fingerprint})
             changed: list[Changed] = []
+            inserts: dict[tuple[int, int], dict[str, Any]] = {}
             stamp = now()
             for item, content in prepared:
                 channel = rows[item.channel]
                 key = (channel.id, item.message_id)
                 row = existing.get(key)
+                if key in inserts:
+                    continue  # the same post twice in one batch: the first copy wins
                 if row is None:
-                    row = _new_message(channel, item, content, stamp)
-                    session.add(row)
-                    existing[key] = row
+                    inserts[key] = _columns(channel.id, item, content, stamp)
                     counts["new"] += 1
                     if content.fingerprint is not None:
                         counts["duplicates"] += content.fingerprint in known
                         known.add(content.fingerprint)
-                    changed.append(Changed(item, content, row, channel, is_edit=False))
+                    changed.append(Changed(item, content, 0, channel, is_edit=False))
                     metrics.POSTS_INGESTED.labels(item.channel.key).inc()
                 elif _edited(row, item, content):
                     session.add(
                         MessageEdit(
-                            message=row, edit_date=row.edit_date, raw_text=row.raw_text,
+                            message_id=row.id, edit_date=row.edit_date, raw_text=row.raw_text,
                             text=row.text, recorded_at=stamp,
                         )
                     )
-                    _apply(row, item, content, stamp)
+                    for name, value in _columns(channel.id, item, content, stamp).items():
+                        if name not in ("created_at", "deleted") and not (name == "date" and value is None):
+                            setattr(row, name, value)
                     counts["updated"] += 1
-                    changed.append(Changed(item, content, row, channel, is_edit=True))
+                    changed.append(Changed(item, content, row.id, channel, is_edit=True))
                 else:
-                    if item.views is not None:
+                    if item.views is not None and row.views != item.views:
                         row.views = item.views
                     counts["unchanged"] += 1
                 if channel.last_seen_id is None or item.message_id > channel.last_seen_id:
                     channel.last_seen_id = item.message_id
             session.flush()
+            if inserts:
+                # Core executemany: the ORM's per-row INSERT ... RETURNING is the slow part of a replay.
+                session.execute(insert(Message), list(inserts.values()))
+                ids = _ids(session, list(inserts))
+                for c in changed:
+                    if not c.is_edit:
+                        c.message_id = ids[(c.channel.id, c.item.message_id)]
             matcher = self.matcher()
             if matcher is not None and changed:
                 counts["matches"] = _match(session, matcher, changed, stamp)
@@ -210,36 +221,49 @@ def _known_fingerprints(session: Session, fingerprints: set[str]) -> set[str]:
     return known
 
 
+def _ids(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    found: dict[tuple[int, int], int] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        for pk, channel_id, msg_id in session.execute(
+            select(Message.id, Message.channel_id, Message.msg_id).where(
+                tuple_(Message.channel_id, Message.msg_id).in_(chunk)
+            )
+        ):
+            found[(channel_id, msg_id)] = pk
+    return found
+
+
 def _entities(item: Incoming) -> list[dict[str, Any]]:
     return [{k: v for k, v in asdict(e).items() if v is not None} for e in item.entities]
 
 
-def _new_message(channel: Channel, item: Incoming, content: Content, stamp: datetime) -> Message:
-    row = Message(channel_id=channel.id, msg_id=item.message_id, deleted=False, created_at=stamp)
-    _apply(row, item, content, stamp)
-    return row
-
-
-def _apply(row: Message, item: Incoming, content: Content, stamp: datetime) -> None:
+def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime) -> dict[str, Any]:
     fwd = item.forward
-    row.date = item.date or row.date
-    row.edit_date = item.edit_date
-    row.raw_text = item.text
-    row.entities = _entities(item)
-    row.text = content.text
-    row.title = content.title
-    row.hashtags = list(content.hashtags)
-    row.mentions = list(content.mentions)
-    row.urls = list(content.urls)
-    row.media = list(content.media)
-    row.fingerprint = content.fingerprint
-    row.forwarded_from = fwd.name or fwd.username if fwd else None
-    row.fwd_tg_id = fwd.tg_id if fwd else None
-    row.fwd_post_id = fwd.post_id if fwd else None
-    row.grouped_id = item.grouped_id
-    row.views = item.views if item.views is not None else row.views
-    row.link_preview = item.link_preview
-    row.updated_at = stamp
+    return {
+        "channel_id": channel_id,
+        "msg_id": item.message_id,
+        "date": item.date,
+        "edit_date": item.edit_date,
+        "raw_text": item.text,
+        "entities": _entities(item),
+        "text": content.text,
+        "title": content.title,
+        "hashtags": list(content.hashtags),
+        "mentions": list(content.mentions),
+        "urls": list(content.urls),
+        "media": list(content.media),
+        "fingerprint": content.fingerprint,
+        "forwarded_from": (fwd.name or fwd.username) if fwd else None,
+        "fwd_tg_id": fwd.tg_id if fwd else None,
+        "fwd_post_id": fwd.post_id if fwd else None,
+        "grouped_id": item.grouped_id,
+        "views": item.views,
+        "link_preview": item.link_preview,
+        "deleted": False,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
 
 
 def _edited(row: Message, item: Incoming, content: Content) -> bool:
@@ -250,7 +274,7 @@ def _match(session: Session, matcher: Matcher, changed: list[Changed], stamp: da
     """Record matches, unique per rule and message: an edit records only rules that match anew."""
     from bot.rules.engine import MatchInput  # the engine module is heavy only when rules exist
 
-    edited_ids = [c.message.id for c in changed if c.is_edit]
+    edited_ids = [c.message_id for c in changed if c.is_edit]
     already: set[tuple[str, int]] = set()
     for start in range(0, len(edited_ids), _CHUNK):
         already.update(
@@ -258,7 +282,7 @@ def _match(session: Session, matcher: Matcher, changed: list[Changed], stamp: da
                 select(Match.rule_id, Match.message_id).where(
                     Match.message_id.in_(edited_ids[start : start + _CHUNK])
                 )
-            ).tuples()
+            ).all()
         )
     recorded = 0
     for c in changed:
@@ -271,11 +295,11 @@ def _match(session: Session, matcher: Matcher, changed: list[Changed], stamp: da
             is_edit=c.is_edit,
         )
         for rm in matcher.match(post):
-            if (rm.rule_id, c.message.id) in already:
+            if (rm.rule_id, c.message_id) in already:
                 continue
             row = Match(
                 rule_id=rm.rule_id,
-                message_id=c.message.id,
+                message_id=c.message_id,
                 channel_id=c.channel.id,
                 terms=list(rm.terms),
                 hits=[[h.term, h.start, h.end] for h in rm.hits],

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from bot.parse.model import Entity
+from bot.parse.model import Content, Entity
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,8 @@ class Incoming:
     grouped_id: int | None = None
     views: int | None = None
     link_preview: dict[str, Any] | None = None
+    # Set by a source that already ran the normaliser (the dump parser); the ingest path runs it otherwise.
+    content: Content | None = None
     # False for a baseline (a new channel's first page, a backfill): stored and matched, never alerted.
     alert: bool = True
 

@@ -1,0 +1,1 @@
+"""Alerts: the outbox, the delivery worker and one sender per kind of destination."""

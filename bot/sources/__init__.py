@@ -1,0 +1,1 @@
+"""Sources: where posts come from (Telethon live, the t.me/s web preview, text dumps)."""

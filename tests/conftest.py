@@ -1,0 +1,98 @@
+"""Shared fixtures: real SQLite always, real PostgreSQL when TGSENTINEL_TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.app import Pipeline, open_store
+from bot.config import load_config
+from bot.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLE = FIXTURES / "mfa_channel_dump.txt"
+PG_URL = os.environ.get("TGSENTINEL_TEST_DATABASE_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tgsentinel.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL store tests need TGSENTINEL_TEST_DATABASE_URL (set by .ci/run)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tgsentinel.db'}"
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Engine]:
+    engine = open_store(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a rules directory from YAML text; returns its path."""
+
+    def make(yaml_text: str = "") -> Path:
+        d = tmp_path / f"rules-{uuid.uuid4().hex[:6]}"
+        d.mkdir()
+        (d / "rules.yaml").write_text(yaml_text, encoding="utf-8")
+        return d
+
+    return make
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path / "data", retry_base=0.05, retry_cap=0.2, poll_interval=0.2)
+
+
+@pytest.fixture
+async def make_pipeline(
+    store: Engine, settings: Settings, rules_dir: Callable[[str], Path]
+) -> AsyncIterator[Callable[..., Pipeline]]:
+    """Build the real pipeline (ingest, match, outbox, senders) over the test database."""
+    made: list[Pipeline] = []
+
+    def make(yaml_text: str = "", *, console: io.StringIO | None = None, **overrides: object) -> Pipeline:
+        config = load_config(rules_dir(yaml_text), env={})
+        pipeline = Pipeline(
+            settings.model_copy(update=overrides), store, config, console=console or io.StringIO()
+        )
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        await pipeline.aclose()
+
+
+@pytest.fixture
+async def sink(make_pipeline: Callable[..., Pipeline]) -> object:
+    """The real ingest path over a real store, with no rules: what sources write to."""
+    return make_pipeline().ingest

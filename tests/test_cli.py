@@ -1,0 +1,98 @@
+"""The command line as a user meets it: real processes, real files, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tgs(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT):
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TGSENTINEL_", "DATABASE_URL"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args], input=stdin, capture_output=True, cwd=cwd, env=full_env,
+        timeout=120,
+    )
+
+
+def test_parse_prints_the_eleven_posts_of_the_sample():
+    proc = tgs("parse", str(SAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    posts = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [p["index"] for p in posts] == list(range(11))
+    assert {"index", "forwarded_from", "title", "text", "hashtags", "mentions", "urls", "media", "fingerprint"} <= set(posts[0])
+    assert posts[6]["forwarded_from"] is None
+    assert posts[6]["title"].startswith("🎻 A grand concert")
+    assert posts[10]["media"] == ["too_big"]
+
+
+def test_parse_reads_stdin_and_an_empty_file_is_zero_posts(tmp_path):
+    proc = tgs("parse", "-", stdin=SAMPLE.read_bytes())
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 11
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    proc = tgs("parse", str(empty))
+    assert (proc.returncode, proc.stdout) == (0, b"")
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d / "missing.txt", "no such file"),
+        (lambda d: d, "is a directory"),
+        (lambda d: (d / "latin1.txt").write_bytes("ok\ncaf\xe9\n".encode("latin-1")) and d / "latin1.txt",
+         "not valid UTF-8 at byte 6"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, make, expected):
+    path = make(tmp_path)
+    proc = tgs("parse", str(path))
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert expected in err and str(path) in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url at all", "DATABASE_URL is malformed"),
+        ("mysql://u@127.0.0.1/x", "unsupported database"),
+        ("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/nowhere", "cannot open database"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_and_exit_2(url, expected):
+    proc = tgs("replay", str(SAMPLE), "--channel", "mfa", "--db", url)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert expected in err and "Traceback" not in err
+    assert "hunter2" not in err  # a password never reaches the terminal
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_replay_twice_stores_nothing_new_and_summarises_on_stderr(tmp_path):
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    first = tgs("replay", str(SAMPLE), "--channel", "mfa", "--db", db, "--rules", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    summary = first.stderr.decode().strip().splitlines()[-1]
+    assert "11 posts read, 11 new, 0 unchanged" in summary
+    second = tgs("replay", str(SAMPLE), "--channel", "mfa", "--db", db, "--rules", str(tmp_path))
+    assert "11 posts read, 0 new, 11 unchanged" in second.stderr.decode()
+    assert second.stdout == b""
+
+
+def test_usage_errors_exit_2():
+    proc = tgs("parse")
+    assert proc.returncode == 2
+    proc = tgs("parse", str(SAMPLE), "--format", "xml")
+    assert proc.returncode == 2 and "--format" in proc.stderr.decode()

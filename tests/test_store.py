@@ -1,0 +1,118 @@
+"""The store and the one ingest path, on real SQLite and (in CI) real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.app import dump_items
+from bot.parse import read_dump
+from bot.parse.model import Entity
+from bot.sources.model import ChannelRef, Incoming
+from bot.store.models import Channel, Message, MessageEdit
+from tests.conftest import SAMPLE
+
+CHAN = ChannelRef(tg_id=1001, username="SomeNews", title="Some News")
+
+
+def _count(store, model) -> int:
+    with Session(store) as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+async def test_replaying_a_dump_twice_adds_nothing(sink, store):
+    items = dump_items(read_dump(SAMPLE), "mfa")
+    first = await sink.ingest(items)
+    assert (first.read, first.new, first.unchanged) == (11, 11, 0)
+    second = await sink.ingest(dump_items(read_dump(SAMPLE), "mfa"))
+    assert (second.read, second.new, second.unchanged, second.updated) == (11, 0, 11, 0)
+    assert _count(store, Message) == 11
+    with Session(store) as s:
+        channel = s.scalar(select(Channel))
+        assert channel.dump == "dump:mfa" and channel.tg_id is None and channel.username is None
+        ids = list(s.scalars(select(Message.msg_id).order_by(Message.msg_id)))
+    assert ids == list(range(1, 12))
+
+
+async def test_a_dump_never_mixes_with_the_live_channel_of_the_same_name(sink, store):
+    await sink.ingest(dump_items(read_dump(SAMPLE), "mfarussia"))
+    live = ChannelRef(tg_id=42, username="mfarussia")
+    await sink.ingest([Incoming(channel=live, message_id=1, text="a live post")])
+    with Session(store) as s:
+        assert s.scalar(select(func.count()).select_from(Channel)) == 2
+        texts = {m.text for m in s.scalars(select(Message).where(Message.msg_id == 1))}
+    assert "a live post" in texts and len(texts) == 2
+
+
+async def test_an_edit_updates_the_text_and_keeps_the_history(sink, store):
+    d0 = datetime(2026, 1, 1, tzinfo=UTC)
+    await sink.ingest([Incoming(channel=CHAN, message_id=7, text="first #draft", date=d0)])
+    result = await sink.ingest(
+        [Incoming(channel=CHAN, message_id=7, text="second #final", date=d0, edit_date=datetime.now(UTC))]
+    )
+    assert (result.new, result.updated) == (0, 1)
+    with Session(store) as s:
+        msg = s.scalar(select(Message))
+        assert msg.text == "second #final" and msg.hashtags == ["final"]
+        assert [e.text for e in s.scalars(select(MessageEdit))] == ["first #draft"]
+    # The same edit seen again (a sweep after the live event) is no new version.
+    again = await sink.ingest(
+        [Incoming(channel=CHAN, message_id=7, text="second #final", date=d0, edit_date=datetime.now(UTC))]
+    )
+    assert (again.updated, again.unchanged) == (0, 1)
+    assert _count(store, MessageEdit) == 1
+
+
+async def test_a_deletion_marks_the_post_and_keeps_its_text(sink, store):
+    await sink.ingest([Incoming(channel=CHAN, message_id=1, text="soon gone"), Incoming(channel=CHAN, message_id=2, text="stays")])
+    assert await sink.delete(CHAN, [1, 99]) == 1
+    with Session(store) as s:
+        rows = {m.msg_id: (m.deleted, m.text) for m in s.scalars(select(Message))}
+    assert rows == {1: (True, "soon gone"), 2: (False, "stays")}
+
+
+async def test_the_cursor_is_the_last_seen_id_and_survives_a_new_process(sink, store, make_pipeline):
+    assert await sink.cursor(CHAN) is None
+    await sink.ingest([Incoming(channel=CHAN, message_id=i, text=f"post {i}") for i in (5, 9, 7)])
+    assert await sink.cursor(CHAN) == 9
+    other = make_pipeline().ingest  # another process over the same database
+    assert await other.cursor(ChannelRef(username="somenews")) == 9
+
+
+async def test_resolved_channels_are_remembered(sink):
+    assert await sink.resolved("SomeNews") is None
+    await sink.remember(ChannelRef(tg_id=1001, username="SomeNews", title="Some News", access_hash=555))
+    ref = await sink.resolved("@somenews")
+    assert (ref.tg_id, ref.access_hash, ref.title) == (1001, 555, "Some News")
+
+
+async def test_a_renamed_channel_keeps_its_posts(sink, store):
+    await sink.ingest([Incoming(channel=CHAN, message_id=1, text="before the rename")])
+    renamed = ChannelRef(tg_id=1001, username="NewName", title="Some News")
+    await sink.ingest([Incoming(channel=renamed, message_id=2, text="after the rename")])
+    with Session(store) as s:
+        channel = s.scalar(select(Channel))
+        assert channel.username == "newname"
+        assert s.scalar(select(func.count()).select_from(Channel)) == 1
+    assert await sink.cursor(ChannelRef(username="newname")) == 2
+
+
+async def test_the_same_post_in_two_channels_is_counted_as_a_duplicate(sink):
+    a = ChannelRef(tg_id=1, username="a")
+    b = ChannelRef(tg_id=2, username="b")
+    await sink.ingest([Incoming(channel=a, message_id=1, text="🚨 Breaking:  the same words")])
+    result = await sink.ingest([Incoming(channel=b, message_id=9, text="Breaking: the same words")])
+    assert (result.new, result.duplicates) == (1, 1)
+
+
+async def test_entities_are_stored_and_win_for_hashtags(sink, store):
+    text = "Read in full"
+    await sink.ingest(
+        [Incoming(channel=CHAN, message_id=3, text=text, entities=[Entity("text_url", 0, 12, "https://x.example/a")])]
+    )
+    with Session(store) as s:
+        msg = s.scalar(select(Message))
+    assert msg.urls == ["https://x.example/a"]
+    assert msg.entities == [{"type": "text_url", "offset": 0, "length": 12, "url": "https://x.example/a"}]
