@@ -151,15 +151,17 @@ class Outbox:
                 .limit(1)
             )
             if opened is not None:
-                if opened.tzinfo is None:
-                    opened = opened.replace(tzinfo=stamp.tzinfo)
                 return key, opened + timedelta(seconds=policy.throttle)
         return None, None
 
 
 def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
-    """Fold held deliveries whose window ended into one follow-up or digest per key and destination."""
-    stamp = stamp or now()
+    """Fold held deliveries whose window ended into one follow-up or digest per key and destination.
+
+    `stamp` is the moment to judge windows by (tests pass a later one); the follow-ups are due now.
+    """
+    created_at = now()
+    stamp = stamp or created_at
     due = session.execute(
         select(Delivery, Alert)
         .join(Alert, Alert.id == Delivery.alert_id)
@@ -181,7 +183,7 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
         follow = Alert(
             key=new_key(), kind=kind, rule_id=first.rule_id, severity=first.severity,
             channel_id=first.channel_id if kind == "followup" else None, fingerprint=None, also_seen_in=[],
-            summary=summary, items=[a.id for _, a in rows], created_at=stamp,
+            summary=summary, items=[a.id for _, a in rows], created_at=created_at,
         )
         session.add(follow)
         session.flush()
@@ -190,7 +192,7 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
         created.append(
             Delivery(
                 alert_id=follow.id, destination=destination, status="pending", attempts=0,
-                next_attempt_at=stamp, created_at=stamp,
+                next_attempt_at=created_at, created_at=created_at,
             )
         )
     session.add_all(created)

@@ -86,7 +86,10 @@ class Worker:
         for delivery_id, dest, view, created in claimed:
             by_dest.setdefault(dest, []).append((delivery_id, view, created))
         # Destinations in parallel; within one destination in order, so its rate limit holds.
-        await asyncio.gather(*(self._send_all(dest, rows) for dest, rows in by_dest.items()))
+        # A TaskGroup, so a failure or a cancellation never leaves a send running behind our back.
+        async with asyncio.TaskGroup() as group:
+            for dest, rows in by_dest.items():
+                group.create_task(self._send_all(dest, rows))
         return len(claimed)
 
     async def _send_all(self, dest: str, rows: list[tuple[int, AlertView, datetime]]) -> None:
@@ -157,7 +160,7 @@ class Worker:
             if d is None:
                 return
             d.attempts += 1
-            age = (now() - _aware(created)).total_seconds()
+            age = (now() - created).total_seconds()
             if d.attempts >= self.retry.max_attempts or age >= self.retry.max_age:
                 self._mark_dead(session, d, f"{reason} (after {d.attempts} attempts)", view)
                 return
@@ -187,10 +190,6 @@ class Worker:
             ops_notice(
                 session, self.ops_destination, f"dead letter: alert {view.rule_id} to {d.destination}: {reason}"
             )
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=now().tzinfo)
 
 
 def build_view(session: Session, alert_id: int) -> AlertView:

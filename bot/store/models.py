@@ -5,8 +5,8 @@ Plain tables with plain types, so the SQLite file opens in sqlite3, Datasette or
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -18,13 +18,33 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out: SQLite keeps no zone, and naive times compare with nothing."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()
+    }
 
 
 class Channel(Base):
@@ -141,7 +161,8 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime]
     lease_until: Mapped[datetime | None]
     lease_owner: Mapped[str | None] = mapped_column(String(64))
-    hold_key: Mapped[str | None] = mapped_column(String(200))  # "throttle:<rule>:<channel>" or "digest:<rule>"
+    # "throttle:<rule>:<channel>" or "digest:<rule>": what a follow-up or digest folds together
+    hold_key: Mapped[str | None] = mapped_column(String(200))
     hold_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_id: Mapped[str | None] = mapped_column(String(100))
