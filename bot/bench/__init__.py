@@ -1,0 +1,1 @@
+"""Benchmarks run as scripts (`tgsentinel bench ...`), not as timed tests."""
