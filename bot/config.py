@@ -1,0 +1,626 @@
+"""The rules directory: `channels`, `rules` and `destinations`, read from every YAML file in it.
+
+Every problem is collected and reported as `FILE:LINE: message`, with LINE taken from the YAML
+nodes' marks, so a user fixes them all in one pass instead of one per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import regex
+import yaml
+from dotenv import dotenv_values
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from bot.alerts.config import CONSOLE, Destination
+from bot.errors import InputError
+from bot.rules.terms import REGEX_FLAGS, compile_regex, term_problem
+
+SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
+
+
+class ConfigError(InputError):
+    """Invalid rules directory: one `FILE:LINE: message` line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --- channels --------------------------------------------------------------------------------------
+
+_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,31}$")
+_LINK = re.compile(r"^(?:https?://)?(?:www\.)?(?:t|telegram)\.me/(?:s/)?([^/?#]+)/?$", re.IGNORECASE)
+_CHANNEL_ID = re.compile(r"^-100(\d{1,15})$")
+_DUMP = re.compile(r"^dump(?::[^\s]+)?$", re.IGNORECASE)
+
+
+def parse_channel(ref: str) -> tuple[str | None, int | None]:
+    """`(username, tg_id)` from '@name', 't.me/name', 'https://t.me/s/name', 'name' or '-100…' id."""
+    ref = ref.strip()
+    if m := _CHANNEL_ID.match(ref):
+        return None, int(m.group(1))
+    if m := _LINK.match(ref):
+        ref = m.group(1)
+    name = ref.removeprefix("@")
+    if not _USERNAME.match(name):
+        raise ValueError(f"not a channel username, t.me link or -100… id: {ref!r}")
+    return name, None
+
+
+def channel_key(ref: str) -> str:
+    """The lower-case key a channel is known by in scopes (`dump` and `dump:NAME` kept as they are)."""
+    if _DUMP.match(ref.strip()):
+        return ref.strip().lower()
+    name, tg_id = parse_channel(ref)
+    return name.lower() if name else f"-100{tg_id}"
+
+
+def _channel_from_str(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str | int) else value
+
+
+class ChannelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="username (with or without @), a t.me link, or a -100… id")
+    tg_id: int | None = Field(None, description="Telegram's bare channel id (set from a -100… id)")
+    via: Literal["auto", "telegram", "web"] = "auto"
+    interval: float | None = Field(None, gt=0, description="seconds between web-preview polls")
+    backfill: int = Field(0, ge=0, description="posts of history to fetch when the channel is new")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("name"), str | int):
+            name, tg_id = parse_channel(str(data["name"]))
+            data = {**data, "name": name}
+            if tg_id is not None:
+                data["tg_id"] = tg_id
+        return data
+
+    @model_validator(mode="after")
+    def _named(self) -> ChannelEntry:
+        if self.name is None and self.tg_id is None:
+            raise ValueError("a channel needs a name or a -100… id")
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.name.lower() if self.name else f"-100{self.tg_id}"
+
+
+ChannelItem = Annotated[
+    ChannelEntry, BeforeValidator(_channel_from_str, json_schema_input_type=str | ChannelEntry)
+]
+
+
+# --- rules -----------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from '30s', '10m', '2h', '1d', '1w', or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is like 30s, 10m, 2h or 1d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"a duration is like 30s, 10m, 2h or 1d, not {value!r}")
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": "30s, 10m, 2h, 1d (or seconds)",
+        }
+    ),
+]
+
+
+class Severity(StrEnum):
+    info = "info"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+def _check_term(value: str) -> str:
+    if problem := term_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+TermStr = Annotated[
+    str, AfterValidator(_check_term), Field(description="a word, a phrase, prefix* or #hashtag")
+]
+
+
+class RegexTerm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    regex: str = Field(min_length=1, description="a pattern of Python's `regex` module, run on NFC text")
+    flags: str = Field("", pattern=f"^[{''.join(REGEX_FLAGS)}]*$", description="i, m, s, x")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RegexTerm:
+        try:
+            compile_regex(self.regex, self.flags)
+        except regex.error as exc:
+            raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        return self
+
+
+def _item_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "term"
+    if isinstance(value, RegexTerm):
+        return "regex"
+    if isinstance(value, Group):
+        return "group"
+    if isinstance(value, dict):
+        return "regex" if "regex" in value else "group"
+    return None
+
+
+Item = Annotated[
+    Annotated[TermStr, Tag("term")] | Annotated["RegexTerm", Tag("regex")] | Annotated["Group", Tag("group")],
+    Discriminator(
+        _item_kind,
+        custom_error_type="term_kind",
+        custom_error_message="a term is a string, {regex: ...}, or a group (all/any/none)",
+    ),
+]
+
+
+class Group(BaseModel):
+    """Every key present must hold: `all` items hit, `any` item hits, `none` of the items hits."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    all_: list[Item] | None = Field(None, alias="all")
+    any_: list[Item] | None = Field(None, alias="any")
+    none_: list[Item] | None = Field(None, alias="none")
+
+    @field_validator("all_", "any_", "none_", mode="after")
+    @classmethod
+    def _not_empty(cls, items: list[Any] | None) -> list[Any] | None:
+        if items is not None and not items:
+            raise ValueError("empty group: the list has no items")
+        return items
+
+    @model_validator(mode="after")
+    def _has_key(self) -> Group:
+        if self.all_ is None and self.any_ is None and self.none_ is None:
+            raise ValueError("empty group: it needs at least one of all, any, none")
+        return self
+
+    def parts(self) -> list[tuple[str, list[Any]]]:
+        return [(k, v) for k, v in (("all", self.all_), ("any", self.any_), ("none", self.none_)) if v]
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    severity: Severity = Severity.medium
+    channels: list[str] = Field(default_factory=list, description="scope (default: every watched channel)")
+    exclude_channels: list[str] = Field(default_factory=list)
+    match: Group
+    forwards: Literal["include", "exclude", "only"] = "include"
+    edits: Literal["rematch", "ignore"] = "rematch"
+    enabled: bool = True
+    notify: list[str] = Field(default_factory=lambda: ["console"], description="destination names")
+    throttle: Duration | None = None
+    digest: Duration | None = None
+
+    @field_validator("channels", "exclude_channels", mode="after")
+    @classmethod
+    def _channel_keys(cls, refs: list[str]) -> list[str]:
+        return [channel_key(r) for r in refs]
+
+
+class RulesFile(BaseModel):
+    """One YAML file of the rules directory. Keys combine across files."""
+
+    model_config = ConfigDict(extra="forbid", title="tgsentinel rules file")
+
+    channels: list[ChannelItem] = Field(default_factory=list, description="what to watch")
+    rules: list[Rule] = Field(default_factory=list)
+    destinations: list[Destination] = Field(default_factory=list)
+    ops: str | None = Field(None, description="destination for operational alerts")
+
+
+@dataclass
+class Config:
+    channels: list[ChannelEntry]
+    rules: list[Rule]
+    destinations: dict[str, Any]  # name -> Destination model; `console` is always there
+    ops: str | None = None
+    files: tuple[Path, ...] = ()
+
+
+# --- JSON Schema -----------------------------------------------------------------------------------
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RulesFile.model_json_schema()
+    return {"$schema": SCHEMA_URL, **schema}
+
+
+def write_schema(path: Path) -> None:
+    path.write_text(json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_STR_TAG = "tag:yaml.org,2002:str"
+# Only these values are safe to echo in a message; the rest may be secrets (URLs, tokens).
+_ECHO = {"severity", "forwards", "edits", "via", "type", "flags", "id", "enabled", "throttle", "digest"}
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    if env is not None:
+        return env
+    dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    return {**dotenv, **os.environ}
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _substitute(node: yaml.Node, env: Mapping[str, str], where: str, problems: list[str]) -> None:
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag == _STR_TAG and "${" in node.value:
+
+            def repl(m: re.Match[str]) -> str:
+                if m.group(1) not in env:
+                    problems.append(f"{where}:{_line(node)}: environment variable {m.group(1)} is not set")
+                    return ""
+                return env[m.group(1)]
+
+            node.value = _VAR.sub(repl, node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _substitute(child, env, where, problems)
+    elif isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    problems.append(f"{where}:{_line(key)}: duplicate key {key.value!r}")
+                seen.add(key.value)
+            _substitute(value, env, where, problems)
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _tag_of(tp: Any) -> str | None:
+    if typing.get_origin(tp) is Annotated:
+        for meta in typing.get_args(tp)[1:]:
+            if isinstance(meta, Tag):
+                return meta.tag
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and "type" in tp.model_fields:
+        args = typing.get_args(tp.model_fields["type"].annotation)
+        return args[0] if args else None
+    return None
+
+
+def _field(model: type[BaseModel], key: Any) -> FieldInfo | None:
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            return info
+    return None
+
+
+def _keys_at(tp: Any, loc: Sequence[Any]) -> list[str] | None:
+    """The valid keys of the model found by following a pydantic error location from `tp`."""
+    if isinstance(tp, typing.ForwardRef | str):
+        name = tp.__forward_arg__ if isinstance(tp, typing.ForwardRef) else tp
+        tp = {"Group": Group, "RegexTerm": RegexTerm}.get(name, tp)
+    base = _unwrap(tp)
+    origin = typing.get_origin(base)
+    if not loc:
+        if isinstance(base, type) and issubclass(base, BaseModel):
+            return [info.alias or name for name, info in base.model_fields.items()]
+        if origin in (Union, types.UnionType):
+            for arg in typing.get_args(base):
+                if (keys := _keys_at(arg, loc)) is not None:
+                    return keys
+        return None
+    head, rest = loc[0], loc[1:]
+    if origin in (list, tuple):
+        return _keys_at(typing.get_args(base)[0], rest) if isinstance(head, int) else None
+    if origin is dict:
+        return _keys_at(typing.get_args(base)[1], rest)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(base)
+        for arg in args:
+            if _tag_of(arg) == head:
+                return _keys_at(arg, rest)
+        for arg in args:
+            if arg is not type(None) and (keys := _keys_at(arg, loc)) is not None:
+                return keys
+        return None
+    if isinstance(base, type) and issubclass(base, BaseModel):
+        info = _field(base, head)
+        return _keys_at(info.annotation, rest) if info is not None else None
+    return None
+
+
+def _node_at(node: yaml.Node, loc: Sequence[Any], key_node: bool) -> yaml.Node:
+    """Follow a pydantic location through the YAML nodes; union tags in it are skipped."""
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == part:
+                    node = k if key_node and i == len(loc) - 1 else v
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+    return node
+
+
+def _message(err: Any, keys: list[str] | None) -> str:
+    loc = [p for p in err["loc"] if not isinstance(p, int)]
+    field = str(loc[-1]) if loc else ""
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {field!r}"
+        near = difflib.get_close_matches(field, keys or [], n=1, cutoff=0.5)
+        if near:
+            return f"{msg} (did you mean {near[0]!r}?)"
+        return f"{msg} (valid keys: {', '.join(keys)})" if keys else msg
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"missing key {field!r}"
+    value = err.get("input")
+    echo = field in _ECHO and isinstance(value, str | int | float) and len(str(value)) <= 60
+    if echo and repr(value) not in msg:
+        msg += f" (got {value!r})"
+    if field in ("term", "group", "regex", "flags") or err["type"] == "term_kind":
+        return msg
+    return f"{field}: {msg}" if field else msg
+
+
+def _validate(
+    adapter: TypeAdapter[Any], tp: Any, data: Any, node: yaml.Node, where: str, problems: list[str]
+) -> Any:
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = err["loc"]
+            extra = err["type"] == "extra_forbidden"
+            keys = _keys_at(tp, loc[:-1]) if extra else None
+            if keys is not None and loc[-2:-1] == ("group",):
+                keys = [*keys, "regex"]  # an item mapping may also be meant as a regex term
+            target = _node_at(node, loc, key_node=extra)
+            problems.append(f"{where}:{_line(target)}: {_message(err, keys)}")
+        return None
+
+
+_CHANNEL = TypeAdapter(ChannelItem)
+_RULE = TypeAdapter(Rule)
+_DESTINATION = TypeAdapter(Destination)
+_TOP = {
+    "channels": (_CHANNEL, ChannelItem),
+    "rules": (_RULE, Rule),
+    "destinations": (_DESTINATION, Destination),
+}
+
+
+@dataclass
+class _Placed:
+    model: Any
+    where: str
+    line: int
+
+
+def _read_file(path: Path, env: Mapping[str, str], problems: list[str]) -> dict[str, list[_Placed]]:
+    found: list[str] = []
+    out = _read_nodes(path, env, found)
+    # Report in file order, whichever check found the problem.
+    prefix = len(str(path)) + 1
+    problems.extend(sorted(found, key=lambda p: int(p[prefix:].split(":", 1)[0])))
+    return out
+
+
+def _read_nodes(path: Path, env: Mapping[str, str], problems: list[str]) -> dict[str, list[_Placed]]:
+    where = str(path)
+    out: dict[str, list[_Placed]] = {"channels": [], "rules": [], "destinations": [], "ops": []}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{where}:1: cannot read: {exc}")
+        return out
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return out
+        _substitute(root, env, where, problems)
+        data = loader.construct_document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problems.append(f"{where}:{line}: YAML syntax error: {exc.problem or exc.context}")
+        return out
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
+        problems.append(
+            f"{where}:{_line(root)}: a rules file is a mapping with channels, rules, destinations"
+        )
+        return out
+    for key_node, value_node in root.value:
+        key = key_node.value
+        value = data.get(key)
+        if key == "ops":
+            if isinstance(value, str) and value:
+                out["ops"].append(_Placed(value, where, _line(value_node)))
+            else:
+                problems.append(f"{where}:{_line(value_node)}: ops: a destination name")
+            continue
+        if key not in _TOP:
+            near = difflib.get_close_matches(str(key), [*_TOP, "ops"], n=1, cutoff=0.5)
+            hint = (
+                f" (did you mean {near[0]!r}?)"
+                if near
+                else " (valid keys: channels, rules, destinations, ops)"
+            )
+            problems.append(f"{where}:{_line(key_node)}: unknown key {key!r}{hint}")
+            continue
+        if value is None:
+            continue
+        if not isinstance(value, list) or not isinstance(value_node, yaml.SequenceNode):
+            problems.append(f"{where}:{_line(value_node)}: {key}: a list")
+            continue
+        adapter, tp = _TOP[key]
+        for item, item_node in zip(value, value_node.value, strict=True):
+            model = _validate(adapter, tp, item, item_node, where, problems)
+            if model is not None:
+                out[key].append(_Placed(model, where, _line(item_node)))
+    return out
+
+
+def _files(rules_dir: Path) -> list[Path]:
+    return sorted(p for p in rules_dir.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
+
+
+def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and check every *.yaml / *.yml directly in `rules_dir`; raise ConfigError with all problems."""
+    rules_dir = Path(rules_dir)
+    if not rules_dir.is_dir():
+        raise ConfigError([f"{rules_dir}:0: not a directory"])
+    env = _env(env)
+    problems: list[str] = []
+    placed: dict[str, list[_Placed]] = {"channels": [], "rules": [], "destinations": [], "ops": []}
+    files = _files(rules_dir)
+    for path in files:
+        for key, items in _read_file(path, env, problems).items():
+            placed[key].extend(items)
+
+    channels: dict[str, _Placed] = {}
+    for p in placed["channels"]:
+        first = channels.setdefault(p.model.key, p)
+        if first is not p and first.model != p.model:
+            problems.append(
+                f"{p.where}:{p.line}: channel {p.model.key!r} is already listed with other settings "
+                f"at {first.where}:{first.line}"
+            )
+
+    destinations: dict[str, _Placed] = {"console": _Placed(CONSOLE, "<built in>", 0)}
+    for p in placed["destinations"]:
+        first = destinations.get(p.model.name)
+        if first is not None and first.model != p.model:
+            problems.append(
+                f"{p.where}:{p.line}: duplicate destination {p.model.name!r} "
+                f"(first at {first.where}:{first.line})"
+            )
+        destinations.setdefault(p.model.name, p)
+
+    rules: dict[str, _Placed] = {}
+    for p in placed["rules"]:
+        rule: Rule = p.model
+        if (first := rules.get(rule.id)) is not None:
+            problems.append(
+                f"{p.where}:{p.line}: duplicate rule id {rule.id!r} (first at {first.where}:{first.line})"
+            )
+            continue
+        rules[rule.id] = p
+        for name in rule.notify:
+            if name not in destinations:
+                problems.append(
+                    f"{p.where}:{p.line}: rule {rule.id!r}: unknown destination {name!r}"
+                    + _suggest(name, destinations)
+                )
+        if channels:
+            known = {*channels, "dump"}
+            for ref in [*rule.channels, *rule.exclude_channels]:
+                if ref not in known and not ref.startswith("dump:"):
+                    problems.append(
+                        f"{p.where}:{p.line}: rule {rule.id!r}: channel {ref!r} is not watched"
+                        + _suggest(ref, channels)
+                    )
+
+    ops = None
+    for p in placed["ops"]:
+        if ops is not None and p.model != ops:
+            problems.append(f"{p.where}:{p.line}: ops is already set to {ops!r}")
+        ops = p.model
+        if p.model not in destinations:
+            problems.append(
+                f"{p.where}:{p.line}: ops: unknown destination {p.model!r}" + _suggest(p.model, destinations)
+            )
+
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: _position(p, files)))
+    return Config(
+        channels=[p.model for p in channels.values()],
+        rules=[p.model for p in rules.values()],
+        destinations={name: p.model for name, p in destinations.items()},
+        ops=ops,
+        files=tuple(files),
+    )
+
+
+def _position(problem: str, files: list[Path]) -> tuple[int, int]:
+    """Where a problem line points, as (file order, line), so the report reads top to bottom."""
+    for order, path in enumerate(files):
+        prefix = f"{path}:"
+        if problem.startswith(prefix):
+            line = problem[len(prefix) :].split(":", 1)[0]
+            return order, int(line) if line.isdigit() else 0
+    return len(files), 0
+
+
+def _suggest(name: str, known: Mapping[str, Any]) -> str:
+    near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {near[0]!r}?)" if near else ""

@@ -1,0 +1,1 @@
+"""Rules: the engine that matches posts against the rules directory, hot reload and backtests."""

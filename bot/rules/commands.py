@@ -1,0 +1,117 @@
+"""`tgsentinel rules check` and `tgsentinel rules test`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot.config import Config, ConfigError, channel_key, load_config
+from bot.errors import InputError
+from bot.rules.backtest import backtest
+from bot.rules.engine import Engine, MatchInput
+
+app = typer.Typer(name="rules", help="Check rules, and try them on history.", no_args_is_help=True)
+
+
+def default_rules_dir() -> Path:
+    return Path(os.environ.get("TGSENTINEL_RULES_DIR") or "rules")
+
+
+def load_or_exit(rules_dir: Path) -> Config:
+    """Load the rules for a command other than `check`: problems on stderr, exit status 2."""
+    try:
+        return load_config(rules_dir)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(InputError.exit_code) from None
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@app.command()
+def check(
+    rules_dir: Annotated[
+        Path | None, typer.Argument(metavar="[DIR]", help="default: $TGSENTINEL_RULES_DIR or ./rules")
+    ] = None,
+) -> None:
+    """Report every problem as FILE:LINE: message (exit 1), or a short summary (exit 0)."""
+    rules_dir = rules_dir or default_rules_dir()
+    try:
+        config = load_config(rules_dir)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(line)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"rules OK: {_plural(len(config.files), 'file')}, {_plural(len(config.rules), 'rule')}, "
+        f"{_plural(len(config.channels), 'channel')}, {_plural(len(config.destinations), 'destination')}"
+    )
+
+
+def backtest_db(url: str, engine: Engine, since: datetime | None = None) -> Iterator[dict]:
+    """Backtest over stored messages (index = message id). Wired by the store; not available yet."""
+    raise NotImplementedError("rules test --db needs the message store")
+
+
+def _dump_posts(path: Path, channel: str) -> Iterator[tuple[int, str, MatchInput]]:
+    from bot.parse import parse_dump, read_dump
+
+    try:
+        key = channel_key(channel)
+    except ValueError as exc:
+        raise InputError(f"--channel: {exc}") from None
+    names = frozenset({key})
+    for post in parse_dump(read_dump(path)):
+        content = post.content
+        yield (
+            post.index,
+            content.title,
+            MatchInput(
+                text=content.text,
+                hashtags=content.hashtags,
+                channel_names=names,
+                is_forward=post.forwarded_from is not None,
+            ),
+        )
+
+
+@app.command()
+def test(
+    file: Annotated[Path | None, typer.Argument(help="a text dump of a channel")] = None,
+    rules_dir: Annotated[
+        Path | None, typer.Option("--rules", help="default: $TGSENTINEL_RULES_DIR or ./rules")
+    ] = None,
+    channel: Annotated[
+        str, typer.Option("--channel", help="the channel name rule scopes are judged against")
+    ] = "dump",
+    db: Annotated[str | None, typer.Option("--db", help="run over stored messages instead of a dump")] = None,
+    since: Annotated[
+        datetime | None, typer.Option("--since", help="with --db: messages from this date")
+    ] = None,
+) -> None:
+    """Run the rules over a dump (or --db): one JSON line per matching post."""
+    if (file is None) == (db is None):
+        raise typer.BadParameter("give a dump FILE or --db URL")
+    config = load_or_exit(rules_dir or default_rules_dir())
+    engine = Engine(config.rules)
+    records = (
+        backtest(_dump_posts(file, channel), engine) if file is not None else backtest_db(db, engine, since)
+    )
+    try:
+        for record in records:
+            typer.echo(json.dumps(record, ensure_ascii=False))
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except NotImplementedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(InputError.exit_code) from None

@@ -1,0 +1,168 @@
+"""Term semantics: the one normalisation applied to posts and terms, and what each term kind means.
+
+Text is matched after NFKC and Unicode case folding, with ё read as е and zero-width characters
+dropped. Hits must be reported in the post's *original* text, so normalising also yields a map from
+normalised positions back to original ones.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import regex
+
+# Invisible characters that editors and copy-paste sprinkle into words (soft hyphen included).
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
+_DROP = {ord(c): None for c in ZERO_WIDTH}
+_WORD = regex.compile(r"\w")
+_SPACE = regex.compile(r"\s+")
+
+
+@lru_cache(maxsize=4096)
+def is_word_char(ch: str) -> bool:
+    """A word character as the `regex` module's `\\w` sees it, in every script."""
+    return _WORD.match(ch) is not None
+
+
+def _fold(s: str) -> str:
+    # Case folding can leave text that is not NFKC (and NFKC can unfold), so fold between two passes.
+    # After case folding only the lower-case ё is left to read as е.
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", s).casefold()).replace("ё", "е")
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    """`text` is the normalised text; `origin[i]` is where its i-th character came from (None: identity).
+
+    `origin` has one extra entry, the original length, so an end offset maps like a start offset.
+    """
+
+    text: str
+    origin: list[int] | None
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        if self.origin is None:
+            return start, end
+        o = self.origin
+        # The end maps to the end of the original chunk that produced the last character.
+        last = o[end - 1] if end > start else o[start]
+        nxt = next((o[j] for j in range(end, len(o)) if o[j] > last), o[-1])
+        return o[start], nxt
+
+
+def _chunks(text: str):
+    """Split into a starter and the combining marks after it, so composition never crosses chunks."""
+    start = 0
+    combining = unicodedata.combining
+    for i in range(1, len(text)):
+        ch = text[i]
+        if combining(ch) or "\u1160" <= ch <= "\u11ff":  # marks, and conjoining Hangul jamo
+            continue
+        yield start, text[start:i]
+        start = i
+    if text:
+        yield start, text[start:]
+
+
+def normalise_mapped(text: str, fold: bool = True) -> Normalised:
+    """Normalise `text` (folded for terms and words, or NFC only for regex terms), keeping the map."""
+    if fold:
+        # str methods rather than a regex or translate(): this runs for every post.
+        if unicodedata.is_normalized("NFKC", text) and not any(c in text for c in ZERO_WIDTH):
+            folded = text.casefold()
+            # Full case folding maps each character on its own, so equal lengths mean one-to-one.
+            if len(folded) == len(text) and unicodedata.is_normalized("NFKC", folded):
+                return Normalised(folded.replace("ё", "е"), None)
+    elif unicodedata.is_normalized("NFC", text):
+        return Normalised(text, None)
+    out: list[str] = []
+    origin: list[int] = []
+    for pos, chunk in _chunks(text):
+        piece = _fold(chunk.translate(_DROP)) if fold else unicodedata.normalize("NFC", chunk)
+        out.append(piece)
+        origin.extend([pos] * len(piece))
+    origin.append(len(text))
+    return Normalised("".join(out), origin)
+
+
+def normalise(text: str) -> str:
+    """The normalised form of a term or text, without the position map."""
+    return _fold(text.translate(_DROP))
+
+
+# --- terms -----------------------------------------------------------------------------------------
+
+WORD, PREFIX, HASHTAG = "word", "prefix", "hashtag"
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    """A word, phrase, prefix or hashtag term, compiled for the engine.
+
+    `key` is what the automaton (or the hashtag index) looks for: the normalised term for words,
+    the first white-space-free piece for phrases, the tag for hashtags.
+    """
+
+    source: str  # the term as written in the rule
+    kind: str
+    key: str
+    norm: str  # the whole normalised term (pieces joined by one space)
+    bound_start: bool  # a word character starts it: a boundary is required before
+    bound_end: bool  # a word character ends it: a boundary is required after (not for prefixes)
+    phrase: regex.Pattern[str] | None  # set for multi-piece phrases, matched at the key's position
+
+
+def term_problem(term: str) -> str | None:
+    """Why a string term is invalid, or None."""
+    body = term.strip()
+    if not normalise(body).strip():
+        return "empty term"
+    if "*" in body[:-1]:
+        return f"'*' is allowed only at the end of a term: {term!r}"
+    if body.startswith("#"):
+        tag = body[1:]
+        if not tag or body.endswith("*"):
+            return f"a hashtag term needs a tag and takes no '*': {term!r}"
+        if _SPACE.search(tag):
+            return f"a hashtag has no spaces: {term!r}"
+    elif body.endswith("*") and not normalise(body[:-1]).strip():
+        return f"'*' needs a prefix before it: {term!r}"
+    return None
+
+
+@lru_cache(maxsize=65536)
+def compile_literal(term: str) -> Literal:
+    body = term.strip()
+    if body.startswith("#"):
+        tag = normalise(body[1:])
+        return Literal(term, HASHTAG, tag, tag, False, False, None)
+    kind = WORD
+    if body.endswith("*"):
+        kind, body = PREFIX, body[:-1]
+    pieces = _SPACE.split(normalise(body).strip())
+    norm = " ".join(pieces)
+    bound_start = is_word_char(norm[0])
+    bound_end = kind == WORD and is_word_char(norm[-1])
+    phrase = None
+    if len(pieces) > 1:
+        pattern = r"\s+".join(regex.escape(p) for p in pieces)
+        pattern += r"(?!\w)" if bound_end else (r"\w*" if kind == PREFIX else "")
+        phrase = regex.compile(pattern)
+    return Literal(term, kind, pieces[0], norm, bound_start, bound_end, phrase)
+
+
+REGEX_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
+
+
+def compile_regex(pattern: str, flags: str = "") -> regex.Pattern[str]:
+    """Compile a regex term; raises regex.error (or KeyError for an unknown flag)."""
+    value = 0
+    for f in flags:
+        value |= REGEX_FLAGS[f]
+    return regex.compile(pattern, value)
+
+
+def hashtag_key(tag: str) -> str:
+    return normalise(tag.lstrip("#"))

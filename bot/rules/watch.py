@@ -1,0 +1,111 @@
+"""Hot reload: pick up changes in the rules directory without a restart, keeping the last good set."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watchfiles import Change, awatch
+
+from bot.config import Config, ConfigError, load_config
+from bot.rules.engine import Engine
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[Any], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    config: Config
+    engine: Engine
+
+
+class RulesWatcher:
+    """Holds the current rule set; `run()` reloads it when a YAML file directly in the directory changes.
+
+    The first load happens in the constructor and raises ConfigError, so a monitor never starts on
+    invalid rules; later invalid changes are logged (one line per problem) and the old set stays.
+    """
+
+    def __init__(
+        self,
+        rules_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        on_reload: Callback | None = None,
+        on_error: Callback | None = None,
+        debounce_ms: int = 300,
+    ) -> None:
+        self.rules_dir = Path(rules_dir)
+        self._env = env
+        self._on_reload = on_reload
+        self._on_error = on_error
+        self._debounce_ms = debounce_ms
+        self._stop = asyncio.Event()
+        self.current = self._load()
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    @property
+    def engine(self) -> Engine:
+        return self.current.engine
+
+    def _load(self) -> Ruleset:
+        config = load_config(self.rules_dir, self._env)
+        return Ruleset(config, Engine(config.rules))
+
+    async def reload(self) -> bool:
+        """Load the directory again; True when the new rules replaced the old ones."""
+        try:
+            # Building the automaton for a large rule set takes a moment: keep the loop responsive.
+            ruleset = await asyncio.to_thread(self._load)
+        except ConfigError as exc:
+            log.warning("rules not reloaded: %d problem(s); keeping the last good rules", len(exc.problems))
+            for line in exc.problems:
+                log.warning("%s", line)
+            await _call(self._on_error, exc.problems)
+            return False
+        self.current = ruleset
+        log.info(
+            "rules reloaded: %d rules, %d channels", len(ruleset.config.rules), len(ruleset.config.channels)
+        )
+        await _call(self._on_reload, ruleset.config)
+        return True
+
+    def _relevant(self, change: Change, path: str) -> bool:
+        p = Path(path)
+        return p.suffix in (".yaml", ".yml") and p.parent.resolve() == self.rules_dir.resolve()
+
+    async def run(self) -> None:
+        async for _changes in awatch(
+            self.rules_dir,
+            watch_filter=self._relevant,
+            debounce=self._debounce_ms,
+            step=50,
+            recursive=False,
+            stop_event=self._stop,
+        ):
+            await self.reload()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def _call(callback: Callback | None, arg: Any) -> None:
+    if callback is None:
+        return
+    try:
+        result = callback(arg)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        # A subscriber's failure must not stop the watcher: the new rules are already in place.
+        log.exception("rules reload callback failed")

@@ -1,0 +1,85 @@
+"""`rules check` and `rules test`, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.rules.commands import app
+
+ROOT = Path(__file__).resolve().parents[1]
+DUMP = ROOT / "tests" / "fixtures" / "mfa_channel_dump.txt"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_rules_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TGSENTINEL_RULES_DIR", raising=False)
+
+
+def test_check_shipped_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("rules OK: 3 files, 5 rules, 2 channels, 1 destination")
+
+
+def test_check_reports_problems_and_exits_1(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("rules:\n  - id: a\n    match: {any: ['a*b']}\n  - id: b\n    mach: {any: [x]}\n")
+    result = runner.invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{f}:3: '*' is allowed only at the end of a term: 'a*b'",
+        f"{f}:4: missing key 'match'",
+        f"{f}:5: unknown key 'mach' (did you mean 'match'?)",
+    ]
+
+
+def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "r.yaml").write_text("rules:\n  - id: a\n    match: {any: [x]}\n")
+    monkeypatch.setenv("TGSENTINEL_RULES_DIR", str(tmp_path))
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0 and "1 file, 1 rule, 0 channels, 1 destination" in result.output
+
+
+def test_backtest_a_dump_with_the_shipped_rules() -> None:
+    result = runner.invoke(app, ["test", str(DUMP), "--rules", str(ROOT / "rules")])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines()]
+    by_index = {r["index"]: r for r in records}
+    # Post 4 (a briefing) names Moldova; its other "Moldovan" mentions are not whole-word hits.
+    assert {"rule": "moldova", "terms": ["Moldova", "#Moldova"]} in by_index[4]["matches"]
+    assert by_index[0]["title"].startswith("📄 President Vladimir Putin congratulated")
+    assert {"rule": "brics", "terms": ["BRICS", "#BRICS", "global majority"]} in by_index[0]["matches"]
+    assert all(m["rule"] != "moldova" for r in records if r["index"] != 4 for m in r["matches"])
+
+
+def test_backtest_judges_scopes_against_the_channel_name(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - id: scoped\n    channels: [mfarussia]\n    match: {any: [BRICS]}\n"
+        "  - id: dumps\n    channels: [dump]\n    match: {any: [BRICS]}\n"
+    )
+    default = runner.invoke(app, ["test", str(DUMP), "--rules", str(tmp_path)])
+    named = runner.invoke(app, ["test", str(DUMP), "--rules", str(tmp_path), "--channel", "@mfarussia"])
+    rules_hit = lambda out: {m["rule"] for line in out.splitlines() for m in json.loads(line)["matches"]}  # noqa: E731
+    assert rules_hit(default.output) == {"dumps"}
+    assert rules_hit(named.output) == {"scoped"}
+
+
+def test_invalid_rules_make_test_exit_2(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("rules:\n  - id: a\n    match: {}\n")
+    result = runner.invoke(app, ["test", str(DUMP), "--rules", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"{f}:3: match: empty group: it needs at least one of all, any, none" in result.output
+
+
+def test_missing_dump_is_one_line_exit_2() -> None:
+    result = runner.invoke(app, ["test", "/nonexistent/dump.txt", "--rules", str(ROOT / "rules")])
+    assert result.exit_code == 2
+    assert "/nonexistent/dump.txt: no such file" in result.output
