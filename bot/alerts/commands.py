@@ -48,10 +48,16 @@ def list_(
             typer.echo(
                 json.dumps(
                     {
-                        "id": d.id, "status": d.status, "destination": d.destination, "kind": a.kind,
-                        "rule": a.rule_id, "attempts": d.attempts, "error": d.last_error,
+                        "id": d.id,
+                        "status": d.status,
+                        "destination": d.destination,
+                        "kind": a.kind,
+                        "rule": a.rule_id,
+                        "attempts": d.attempts,
+                        "error": d.last_error,
                         "created_at": d.created_at.isoformat(),
-                        "sent_at": d.sent_at.isoformat() if d.sent_at else None, "summary": a.summary,
+                        "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+                        "summary": a.summary,
                     },
                     ensure_ascii=False,
                 )
@@ -99,12 +105,17 @@ def silence_add(
     engine = _store(db)
     with Session(engine) as session, session.begin():
         row = Silence(
-            rule_id=rule, channel=channel_key(channel) if channel else None,
-            until=now() + timedelta(seconds=seconds), reason=reason, created_at=now(),
+            rule_id=rule,
+            channel=channel_key(channel) if channel else None,
+            until=now() + timedelta(seconds=seconds),
+            reason=reason,
+            created_at=now(),
         )
         session.add(row)
         session.flush()
-        typer.echo(json.dumps({"id": row.id, "rule": rule, "channel": row.channel, "until": row.until.isoformat()}))
+        typer.echo(
+            json.dumps({"id": row.id, "rule": rule, "channel": row.channel, "until": row.until.isoformat()})
+        )
     engine.dispose()
 
 
@@ -119,8 +130,13 @@ def silence_list(db: DbOption = None) -> None:
         for s in session.scalars(select(Silence).where(Silence.until > now()).order_by(Silence.id)):
             typer.echo(
                 json.dumps(
-                    {"id": s.id, "rule": s.rule_id, "channel": s.channel, "until": s.until.isoformat(),
-                     "reason": s.reason},
+                    {
+                        "id": s.id,
+                        "rule": s.rule_id,
+                        "channel": s.channel,
+                        "until": s.until.isoformat(),
+                        "reason": s.reason,
+                    },
                     ensure_ascii=False,
                 )
             )
@@ -128,7 +144,9 @@ def silence_list(db: DbOption = None) -> None:
 
 
 @silence_app.command("remove")
-def silence_remove(silence_id: Annotated[int, typer.Argument(help="The silence's id.")], db: DbOption = None) -> None:
+def silence_remove(
+    silence_id: Annotated[int, typer.Argument(help="The silence's id.")], db: DbOption = None
+) -> None:
     """End a silence now."""
     from bot.store.models import Silence
 

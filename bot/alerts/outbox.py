@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -61,6 +62,9 @@ class Outbox:
     def enqueue(self, session: Session, changed: Sequence[Changed]) -> list[int]:
         stamp = now()
         policies = self.policies()
+        silences = session.execute(
+            select(Silence.rule_id, Silence.channel).where(Silence.until > stamp)
+        ).all()
         deliveries: list[Delivery] = []
         for c in changed:
             if not c.matches or not c.item.alert:
@@ -68,14 +72,23 @@ class Outbox:
             if self._stale(c, stamp):
                 continue
             for rm, match in c.matches:
-                if self._silenced(session, rm.rule_id, c.channel, stamp):
+                if silences and _silenced(silences, rm.rule_id, c.channel):
                     continue
                 if self._dedup(session, rm, c, stamp):
                     continue
                 alert = Alert(
-                    key=new_key(), kind="match", rule_id=rm.rule_id, severity=rm.severity, match_id=match.id,
-                    channel_id=c.channel.id, message_id=c.message_id, fingerprint=c.content.fingerprint,
-                    also_seen_in=[], summary=None, items=[], created_at=stamp,
+                    key=new_key(),
+                    kind="match",
+                    rule_id=rm.rule_id,
+                    severity=rm.severity,
+                    match_id=match.id,
+                    channel_id=c.channel.id,
+                    message_id=c.message_id,
+                    fingerprint=c.content.fingerprint,
+                    also_seen_in=[],
+                    summary=None,
+                    items=[],
+                    created_at=stamp,
                 )
                 session.add(alert)
                 session.flush()
@@ -83,8 +96,13 @@ class Outbox:
                 for dest in dict.fromkeys(rm.notify):
                     deliveries.append(
                         Delivery(
-                            alert_id=alert.id, destination=dest, status="held" if hold_key else "pending",
-                            attempts=0, next_attempt_at=stamp, hold_key=hold_key, hold_until=hold_until,
+                            alert_id=alert.id,
+                            destination=dest,
+                            status="held" if hold_key else "pending",
+                            attempts=0,
+                            next_attempt_at=stamp,
+                            hold_key=hold_key,
+                            hold_until=hold_until,
                             created_at=stamp,
                         )
                     )
@@ -96,18 +114,6 @@ class Outbox:
         # A dump's posts carry no date: the guard leaves them alone.
         date = c.item.date
         return date is not None and (stamp - date).total_seconds() > self.settings.max_alert_age
-
-    def _silenced(self, session: Session, rule_id: str, channel: Channel, stamp: datetime) -> bool:
-        names = sorted(channel_rows.names(channel))
-        return (
-            session.scalar(
-                select(Silence.id)
-                .where(Silence.rule_id == rule_id, Silence.until > stamp)
-                .where(or_(Silence.channel.is_(None), Silence.channel.in_(names)))
-                .limit(1)
-            )
-            is not None
-        )
 
     def _dedup(self, session: Session, rm: RuleMatch, c: Changed, stamp: datetime) -> bool:
         """The same post seen again within the window: note where, and send nothing new."""
@@ -155,6 +161,11 @@ class Outbox:
         return None, None
 
 
+def _silenced(silences: Sequence[Any], rule_id: str, channel: Channel) -> bool:
+    names = channel_rows.names(channel)
+    return any(rule == rule_id and (where is None or where in names) for rule, where in silences)
+
+
 def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
     """Fold held deliveries whose window ended into one follow-up or digest per key and destination.
 
@@ -181,9 +192,16 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
         else:
             summary = f"+{n} more match{'es' if n != 1 else ''} for rule {first.rule_id}"
         follow = Alert(
-            key=new_key(), kind=kind, rule_id=first.rule_id, severity=first.severity,
-            channel_id=first.channel_id if kind == "followup" else None, fingerprint=None, also_seen_in=[],
-            summary=summary, items=[a.id for _, a in rows], created_at=created_at,
+            key=new_key(),
+            kind=kind,
+            rule_id=first.rule_id,
+            severity=first.severity,
+            channel_id=first.channel_id if kind == "followup" else None,
+            fingerprint=None,
+            also_seen_in=[],
+            summary=summary,
+            items=[a.id for _, a in rows],
+            created_at=created_at,
         )
         session.add(follow)
         session.flush()
@@ -191,8 +209,12 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
             delivery.status = "folded"
         created.append(
             Delivery(
-                alert_id=follow.id, destination=destination, status="pending", attempts=0,
-                next_attempt_at=created_at, created_at=created_at,
+                alert_id=follow.id,
+                destination=destination,
+                status="pending",
+                attempts=0,
+                next_attempt_at=created_at,
+                created_at=created_at,
             )
         )
     session.add_all(created)
@@ -204,13 +226,23 @@ def ops_notice(session: Session, destination: str, summary: str, kind: str = "op
     """An operational problem told to the ops destination, through the same outbox."""
     stamp = now()
     alert = Alert(
-        key=new_key(), kind="ops", rule_id=kind, severity="high", also_seen_in=[], summary=summary,
-        items=[], created_at=stamp,
+        key=new_key(),
+        kind="ops",
+        rule_id=kind,
+        severity="high",
+        also_seen_in=[],
+        summary=summary,
+        items=[],
+        created_at=stamp,
     )
     session.add(alert)
     session.flush()
     delivery = Delivery(
-        alert_id=alert.id, destination=destination, status="pending", attempts=0, next_attempt_at=stamp,
+        alert_id=alert.id,
+        destination=destination,
+        status="pending",
+        attempts=0,
+        next_attempt_at=stamp,
         created_at=stamp,
     )
     session.add(delivery)
@@ -219,7 +251,9 @@ def ops_notice(session: Session, destination: str, summary: str, kind: str = "op
 
 
 def disabled_destinations(session: Session) -> set[str]:
-    return set(session.scalars(select(DestinationState.name).where(DestinationState.disabled_at.is_not(None))))
+    return set(
+        session.scalars(select(DestinationState.name).where(DestinationState.disabled_at.is_not(None)))
+    )
 
 
 def pending_filter(stamp: datetime):  # type: ignore[no-untyped-def]

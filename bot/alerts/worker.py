@@ -7,6 +7,7 @@ so only what was in flight is resent, under the same idempotency key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -23,6 +24,7 @@ from bot.alerts.outbox import disabled_destinations, ops_notice, pending_filter
 from bot.alerts.senders import Sender
 from bot.rules.model import Hit
 from bot.store.channels import now
+from bot.store.db import run_sync
 from bot.store.models import Alert, Channel, Delivery, DestinationState, Match, Message
 
 log = logging.getLogger(__name__)
@@ -68,18 +70,16 @@ class Worker:
 
     async def run(self) -> None:
         while True:
-            sent = await self.run_once()
-            if sent:
-                continue
+            # Clear before looking, not after: a commit that lands while we look must wake the next wait.
             self._wake.clear()
-            try:
+            if await self.run_once():
+                continue
+            with contextlib.suppress(TimeoutError):  # polling: the fallback when nothing woke us
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns how many rows were handled."""
-        claimed = await asyncio.to_thread(self._claim)
+        claimed = await run_sync(self.engine, self._claim)
         if not claimed:
             return 0
         by_dest: dict[str, list[tuple[int, AlertView, datetime]]] = {}
@@ -96,23 +96,25 @@ class Worker:
         sender = self.senders.get(dest)
         for delivery_id, view, created in rows:
             if sender is None:
-                await asyncio.to_thread(self._dead, delivery_id, f"unknown destination {dest!r}", view)
+                await run_sync(self.engine, self._dead, delivery_id, f"unknown destination {dest!r}", view)
                 continue
             try:
                 sent = await sender.send(view)
             except RetryAfter as exc:
-                await asyncio.to_thread(self._later, delivery_id, exc.seconds, exc.reason, False)
+                await run_sync(self.engine, self._later, delivery_id, exc.seconds, exc.reason, False)
             except Transient as exc:
-                await asyncio.to_thread(self._transient, delivery_id, exc.reason, view, created)
+                await run_sync(self.engine, self._transient, delivery_id, exc.reason, view, created)
             except Permanent as exc:
-                await asyncio.to_thread(self._dead, delivery_id, exc.reason, view, dest if exc.gone else None)
+                await run_sync(
+                    self.engine, self._dead, delivery_id, exc.reason, view, dest if exc.gone else None
+                )
             except SendError as exc:  # a sender's own subclass: treat as transient
-                await asyncio.to_thread(self._transient, delivery_id, exc.reason, view, created)
+                await run_sync(self.engine, self._transient, delivery_id, exc.reason, view, created)
             except Exception as exc:  # a bug in a renderer must not stop the other deliveries
                 log.exception("delivery %s to %s failed unexpectedly", delivery_id, dest)
-                await asyncio.to_thread(self._transient, delivery_id, type(exc).__name__, view, created)
+                await run_sync(self.engine, self._transient, delivery_id, type(exc).__name__, view, created)
             else:
-                await asyncio.to_thread(self._sent, delivery_id, sent.provider_id)
+                await run_sync(self.engine, self._sent, delivery_id, dest, sent.provider_id)
                 metrics.DELIVERY_LATENCY.observe(max(0.0, (now() - created).total_seconds()))
 
     # -- database side ---------------------------------------------------------------------------
@@ -135,13 +137,16 @@ class Worker:
                 out.append((d.id, d.destination, build_view(session, d.alert_id), d.created_at))
             return out
 
-    def _sent(self, delivery_id: int, provider_id: str | None) -> None:
-        with Session(self.engine) as session, session.begin():
-            d = session.get(Delivery, delivery_id)
-            if d is None:
-                return
-            d.status, d.sent_at, d.provider_id, d.lease_until, d.last_error = "sent", now(), provider_id, None, None
-            metrics.DELIVERIES.labels(d.destination, "sent").inc()
+    def _sent(self, delivery_id: int, destination: str, provider_id: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(
+                    status="sent", sent_at=now(), provider_id=provider_id, lease_until=None, last_error=None
+                )
+            )
+        metrics.DELIVERIES.labels(destination, "sent").inc()
 
     def _later(self, delivery_id: int, seconds: float, reason: str, count: bool) -> None:
         with Session(self.engine) as session, session.begin():
@@ -188,17 +193,21 @@ class Worker:
         # An ops notice about an ops notice would loop: those die quietly, in the log only.
         if view.kind != "ops" and d.destination != self.ops_destination:
             ops_notice(
-                session, self.ops_destination, f"dead letter: alert {view.rule_id} to {d.destination}: {reason}"
+                session,
+                self.ops_destination,
+                f"dead letter: alert {view.rule_id} to {d.destination}: {reason}",
             )
 
 
 def build_view(session: Session, alert_id: int) -> AlertView:
-    """What an alert says, read from the store."""
-    alert = session.get(Alert, alert_id)
-    assert alert is not None
-    message = session.get(Message, alert.message_id) if alert.message_id else None
-    channel = session.get(Channel, alert.channel_id) if alert.channel_id else None
-    match = session.get(Match, alert.match_id) if alert.match_id else None
+    """What an alert says, read from the store in one query."""
+    alert, message, channel, match = session.execute(
+        select(Alert, Message, Channel, Match)
+        .outerjoin(Message, Message.id == Alert.message_id)
+        .outerjoin(Channel, Channel.id == Alert.channel_id)
+        .outerjoin(Match, Match.id == Alert.match_id)
+        .where(Alert.id == alert_id)
+    ).one()
     items: tuple[AlertView, ...] = ()
     if alert.items:
         items = tuple(build_view(session, i) for i in alert.items[:50])

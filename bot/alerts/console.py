@@ -1,0 +1,64 @@
+"""The built-in console destination: a rich panel per alert.
+
+Channel text goes in as `rich.text.Text` pieces, never as markup, so `[bold red]` in a post is
+shown as typed; control characters are dropped so a post cannot move the cursor or recolour the
+terminal with escape sequences.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TextIO
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+
+from bot.alerts.config import ConsoleDestination
+from bot.alerts.model import AlertView, Sent
+from bot.alerts.render import Span, card, layout
+
+WIDTH = 1500  # characters of post text: a terminal is for a glance
+BORDERS = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "blue"}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def clean(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
+def to_text(spans: Iterable[Span]) -> Text:
+    out = Text()
+    for span in spans:
+        if span.style == "bold":
+            out.append(clean(span.text), style="bold")
+        elif span.style == "italic":
+            out.append(clean(span.text), style="italic")
+        elif span.style == "link" and span.href:
+            out.append(clean(span.text), style=f"link {span.href}")
+        else:
+            out.append(clean(span.text))
+    return out
+
+
+def panel(view: AlertView) -> Panel:
+    body = to_text(layout(card(view, WIDTH), WIDTH * 2))
+    return Panel(body, border_style=BORDERS.get(view.severity.lower(), "white"), title_align="left")
+
+
+class ConsoleSender:
+    def __init__(self, dest: ConsoleDestination, console: TextIO | Console | None = None) -> None:
+        self.destination = dest.name
+        if isinstance(console, Console):
+            self._console = console
+        elif console is not None:
+            self._console = Console(file=console, soft_wrap=False, highlight=False)
+        else:
+            self._console = Console(highlight=False)
+
+    async def send(self, alert: AlertView) -> Sent:
+        # highlight=False: rich's repr highlighter would colour numbers and URLs in channel text.
+        self._console.print(panel(alert), highlight=False)
+        return Sent(None)

@@ -1,0 +1,318 @@
+"""What every destination shows, as neutral spans that each renderer escapes its own way.
+
+Channel text is untrusted. Nothing here escapes anything: it only decides *what* is said (facts, an
+excerpt around the hits, the order of lines) and how to cut it to a budget that each destination
+measures in its own unit (Slack: escaped characters, Telegram: UTF-16 units, Discord: escaped
+characters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import urlsplit
+
+import regex
+
+from bot.alerts.model import AlertView
+from bot.rules.model import Hit
+
+ELLIPSIS = "…"
+EXCERPT_WIDTH = 3000  # characters of post text around the hits, before any destination's cut
+ITEM_WIDTH = 200  # a digest item's excerpt
+TITLE_WIDTH = 256
+LABEL_WIDTH = 128  # channel titles, "forwarded from"
+TAGS_WIDTH = 512
+
+Style = Literal["plain", "bold", "italic", "link"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    text: str
+    style: Style = "plain"
+    href: str | None = None  # for style "link"; always an http(s) URL
+
+
+Line = tuple[Span, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """An alert as lines. `body` is the one part that is cut to whatever budget is left."""
+
+    head: tuple[Line, ...]
+    body: Line
+    tail: tuple[Line, ...]
+
+
+def safe_url(url: str) -> str:
+    """`scheme://host[:port]` only: webhook paths, queries and bot tokens are secrets."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid url>"
+    if not parts.scheme or not host:
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}{port}"
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Blank out secrets that a library may have put into an exception's message."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def utf16_len(text: str) -> int:
+    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
+
+
+def is_web_url(url: str | None) -> bool:
+    if not url:
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not regex.search(r"[\s<>|\"']", url)
+
+
+_GRAPHEME = regex.compile(r"\X")
+
+
+def clip(text: str, budget: int, cost: Callable[[str], int] = len) -> str:
+    """`text` cut at a grapheme boundary to at most `budget` (ellipsis included when cut)."""
+    if cost(text) <= budget:
+        return text
+    return "".join(s.text for s in fit((Span(text),), budget, cost))
+
+
+def fit(
+    spans: Sequence[Span],
+    budget: int,
+    cost: Callable[[str], int] = len,
+    overhead: Callable[[Span], int] = lambda span: 0,
+) -> tuple[Span, ...]:
+    """Keep spans from the start until `budget` is spent, then end with an ellipsis.
+
+    `cost` measures text in the destination's unit; `overhead` is what a span's markup costs
+    (Slack's `*...*`). Cuts fall between graphemes, so a surrogate pair, a flag or a ZWJ emoji
+    is never split, and a span is either closed or absent: markup is never cut.
+    """
+    total = sum(cost(s.text) + overhead(s) for s in spans)
+    if total <= budget:
+        return tuple(spans)
+    room = budget - cost(ELLIPSIS)
+    kept: list[Span] = []
+    for span in spans:
+        need = cost(span.text) + overhead(span)
+        if need <= room:
+            kept.append(span)
+            room -= need
+            continue
+        # A link is either whole or gone: a cut URL would point somewhere else.
+        if span.style != "link":
+            room -= overhead(span)
+            part: list[str] = []
+            for grapheme in _GRAPHEME.findall(span.text):
+                c = cost(grapheme)
+                if c > room:
+                    break
+                part.append(grapheme)
+                room -= c
+            text = "".join(part).rstrip()
+            if text:
+                kept.append(Span(text, span.style, span.href))
+        break
+    if budget >= cost(ELLIPSIS):
+        kept.append(Span(ELLIPSIS))
+    return tuple(kept)
+
+
+def _merge_hits(text: str, hits: Iterable[Hit]) -> list[tuple[int, int]]:
+    spans = sorted((max(0, h.start), min(len(text), h.end)) for h in hits)
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if start >= end:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def excerpt(text: str, hits: Iterable[Hit], width: int = EXCERPT_WIDTH) -> Line:
+    """The post text around its hits, hit terms as bold spans, ellipses where text was left out.
+
+    The window opens a little before the first hit (so the reader sees its context) and snaps to
+    whitespace so it does not start or end mid-word.
+    """
+    spans = _merge_hits(text, hits)
+    start, end = 0, len(text)
+    if len(text) > width:
+        first = spans[0][0] if spans else 0
+        start = max(0, min(first - width // 4, len(text) - width))
+        end = start + width
+        snap = 40
+        if start > 0:
+            gap = regex.search(r"\s", text[start : min(start + snap, first if spans else start + snap)])
+            if gap:
+                start += gap.end()
+        if end < len(text):
+            floor = max((e for s, e in spans if s < end), default=start)
+            lo = max(floor, end - snap)
+            cut = max(text.rfind(" ", lo, end), text.rfind("\n", lo, end))
+            if cut > start:
+                end = cut
+    out: list[Span] = []
+    if start > 0:
+        out.append(Span(ELLIPSIS + " "))
+    pos = start
+    for s, e in spans:
+        s, e = max(s, start), min(e, end)
+        if s >= e:
+            continue
+        if s > pos:
+            out.append(Span(text[pos:s]))
+        out.append(Span(text[s:e], "bold"))
+        pos = e
+    if pos < end:
+        out.append(Span(text[pos:end]))
+    if end < len(text):
+        out.append(Span(" " + ELLIPSIS))
+    # Leading/trailing blank lines would only waste the budget.
+    if out and out[0].style == "plain":
+        out[0] = Span(out[0].text.lstrip())
+    if out and out[-1].style == "plain":
+        out[-1] = Span(out[-1].text.rstrip())
+    return tuple(s for s in out if s.text)
+
+
+def channel_label(view: AlertView) -> str:
+    title = clip(view.channel_title or "", LABEL_WIDTH)
+    user = f"@{view.channel_username}" if view.channel_username else ""
+    if title and user:
+        return f"{title} ({user})"
+    return title or user or (f"channel {view.channel_id}" if view.channel_id else "unknown channel")
+
+
+def date_label(when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # the store keeps UTC
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def headline(view: AlertView) -> str:
+    """One plain line, e.g. for Slack's fallback text or a Discord message's content."""
+    if view.kind == "ops":
+        return f"tgsentinel: {clip(view.summary or view.title or 'notice', TITLE_WIDTH)}"
+    sev = view.severity.upper() if view.severity else "ALERT"
+    where = channel_label(view)
+    if view.kind == "match":
+        what = clip(view.title, TITLE_WIDTH) if view.title else "new match"
+        return f"[{sev}] {view.rule_id} in {where}: {what}"
+    return f"[{sev}] {view.rule_id}: {clip(view.summary or view.kind, TITLE_WIDTH)}"
+
+
+def hashtags(view: AlertView) -> str:
+    return clip(" ".join(t if t.startswith("#") else f"#{t}" for t in view.hashtags), TAGS_WIDTH)
+
+
+def _rule_line(view: AlertView) -> Line:
+    if view.kind == "ops":
+        return (Span("tgsentinel", "bold"), Span(f" · {view.severity}" if view.severity else ""))
+    sev = view.severity.upper() if view.severity else "ALERT"
+    return (Span(sev, "bold"), Span(" · rule "), Span(view.rule_id, "bold"))
+
+
+def _link(url: str | None, label: str | None = None) -> Span | None:
+    return Span(label or url or "", "link", url) if is_web_url(url) else None
+
+
+def post_lines(view: AlertView) -> tuple[Line, ...]:
+    """Channel, link, date, forward and title: the facts about a post, one per line."""
+    lines: list[Line] = [(Span(clip(view.channel_title or "", LABEL_WIDTH) or channel_label(view), "bold"),)]
+    if view.channel_title and view.channel_username:
+        lines[0] += (Span(f" (@{view.channel_username})"),)
+    link = _link(view.url)
+    if link:
+        lines.append((link,))
+    meta = [s for s in (date_label(view.date),) if s]
+    if view.forwarded_from:
+        meta.append(f"forwarded from {clip(view.forwarded_from, LABEL_WIDTH)}")
+    if meta:
+        lines.append((Span(" · ".join(meta)),))
+    if view.title:
+        lines.append((Span(clip(view.title, TITLE_WIDTH), "bold"),))
+    return tuple(lines)
+
+
+def digest_item(item: AlertView, width: int = ITEM_WIDTH) -> Line:
+    """One digest entry: channel, title, a short excerpt, and the link."""
+    out: list[Span] = [Span(channel_label(item), "bold")]
+    if item.title:
+        out.append(Span(": " + clip(item.title, 120)))
+    short = excerpt(item.text, item.hits, width) if item.text else ()
+    if short:
+        out.append(Span(" — "))
+        out.extend(short)
+    link = _link(item.url)
+    if link:
+        out.extend((Span(" "), link))
+    return tuple(out)
+
+
+def card(view: AlertView, width: int = EXCERPT_WIDTH) -> Card:
+    """The alert as lines, for destinations that show one block of text (Telegram, console)."""
+    head: list[Line] = [_rule_line(view)]
+    tail: list[Line] = []
+    if view.kind == "ops":
+        return Card(tuple(head), (Span(view.summary or view.title or view.text),), ())
+    if view.kind in ("match", "followup") and (view.channel_title or view.channel_username or view.url):
+        head.extend(post_lines(view) if view.kind == "match" else post_lines(view)[:2])
+    if view.kind == "match":
+        body = excerpt(view.text, view.hits, width)
+        if view.hashtags:
+            tail.append((Span(hashtags(view)),))
+    elif view.kind == "digest":
+        body = (Span(view.summary or f"{len(view.items)} matches"),)
+        for item in view.items:
+            body += (Span("\n• "), *digest_item(item))
+    else:
+        body = (Span(view.summary or "more matches"),)
+    if view.also_seen_in:
+        tail.append((Span("also seen in: " + clip(", ".join(view.also_seen_in), TAGS_WIDTH)),))
+    return Card(tuple(head), body, tuple(tail))
+
+
+def layout(
+    c: Card,
+    budget: int,
+    cost: Callable[[str], int] = len,
+    overhead: Callable[[Span], int] = lambda span: 0,
+) -> Line:
+    """The card as one line of spans (lines joined by newlines) within `budget`.
+
+    The head and tail are short by construction (their parts are clipped), so the body gets
+    whatever they leave; a final cut keeps the whole within budget in any case.
+    """
+    nl = Span("\n")
+    head = [s for line in c.head for s in (*line, nl)]
+    tail = [s for line in c.tail for s in (nl, *line)]
+    fixed = sum(cost(s.text) + overhead(s) for s in (*head, *tail))
+    body = fit(c.body, max(0, budget - fixed), cost, overhead) if c.body else ()
+    if not body and head:
+        head.pop()  # no trailing newline before an empty body
+    return fit((*head, *body, *tail), budget, cost, overhead)
+
+
+def plain(spans: Iterable[Span]) -> str:
+    return "".join(s.text for s in spans)

@@ -1,0 +1,121 @@
+"""Generic JSON webhooks, signed with Standard Webhooks headers when a secret is configured.
+
+`webhook-id` is the alert's idempotency key, the same on every retry, so a receiver can drop
+duplicates; `webhook-timestamp` is the time of this attempt; `webhook-signature` is
+`v1,` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")) with key = base64-decoded part of
+the `whsec_...` secret. The body is sent as exactly the bytes that were signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import httpx
+
+from bot.alerts.config import WebhookDestination
+from bot.alerts.model import AlertView, RetryAfter, Sent
+from bot.alerts.ratelimit import RateLimits
+from bot.alerts.senders import check, detail, post
+from bot.errors import InputError
+
+SECRET_PREFIX = "whsec_"
+
+
+def payload(view: AlertView) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "ops" if view.kind == "ops" else "alert",
+        "id": view.id,
+        "kind": view.kind,
+        "rule": {"id": view.rule_id, "severity": view.severity},
+        "channel": {"id": view.channel_id, "username": view.channel_username, "title": view.channel_title},
+        "message": {
+            "id": view.message_id,
+            "date": view.date.isoformat() if view.date else None,
+            "url": view.url,
+            "title": view.title,
+            "text": view.text,
+            "hashtags": list(view.hashtags),
+            "forwarded_from": view.forwarded_from,
+            "fingerprint": view.fingerprint,
+        },
+        # Offsets are code points into message.text (Python str indices).
+        "hits": [{"term": h.term, "start": h.start, "end": h.end} for h in view.hits],
+        "also_seen_in": list(view.also_seen_in),
+    }
+    if view.kind != "match":
+        out["summary"] = view.summary
+        out["items"] = [payload(item) for item in view.items]
+    return out
+
+
+def encode(view: AlertView) -> bytes:
+    return json.dumps(payload(view), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def signing_key(secret: str, destination: str) -> bytes:
+    raw = secret.removeprefix(SECRET_PREFIX)
+    try:
+        # Padding is optional in the wild (the standardwebhooks libraries add it back too).
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        # Never echo the secret: name the destination and the expected shape only.
+        raise InputError(f"destination {destination!r}: secret must be {SECRET_PREFIX!r} followed by base64")
+    return key
+
+
+def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class WebhookSender:
+    def __init__(self, dest: WebhookDestination, client: httpx.AsyncClient, limits: RateLimits) -> None:
+        self.destination = dest.name
+        self._url = dest.url.get_secret_value()
+        self._secret = dest.secret.get_secret_value() if dest.secret else None
+        self._key = signing_key(self._secret, dest.name) if self._secret else None
+        self._headers = dict(dest.headers)
+        self._client = client
+        self._timeout = dest.timeout
+        self._limiter = limits.webhook(self._url)
+        self._max_wait = limits.policy.max_wait
+
+    def headers(self, alert: AlertView, body: bytes, now: float | None = None) -> httpx.Headers:
+        headers = httpx.Headers(self._headers)
+        # Set after the custom headers so that no configured header can replace them.
+        headers["content-type"] = "application/json"
+        # The id and timestamp go out unsigned too: receivers dedup by webhook-id either way.
+        timestamp = int(time.time() if now is None else now)
+        headers["webhook-id"] = alert.id
+        headers["webhook-timestamp"] = str(timestamp)
+        if self._key is not None:
+            headers["webhook-signature"] = signature(self._key, alert.id, timestamp, body)
+        return headers
+
+    async def send(self, alert: AlertView) -> Sent:
+        body = encode(alert)
+        await self._limiter.acquire(self._max_wait)
+        resp = await post(
+            self._client,
+            self._url,
+            destination=self.destination,
+            secrets=tuple(filter(None, (self._secret,))),
+            timeout=self._timeout,
+            content=body,
+            headers=self.headers(alert, body),
+        )
+        reason = detail(resp, self._url, *filter(None, (self._secret,)))
+        try:
+            check(resp, self.destination, self._url, reason=reason)
+        except RetryAfter as exc:
+            self._limiter.hold(exc.seconds)
+            raise
+        return Sent(None)

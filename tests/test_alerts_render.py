@@ -1,0 +1,131 @@
+"""The shared rendering step: safe URLs, cutting to a budget, excerpts around hits, every alert kind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bot.alerts.model import AlertView
+from bot.alerts.render import (
+    ELLIPSIS,
+    Span,
+    card,
+    excerpt,
+    fit,
+    layout,
+    plain,
+    safe_url,
+    utf16_len,
+)
+from bot.rules.model import Hit
+
+
+def test_safe_url_keeps_scheme_and_host_only() -> None:
+    assert safe_url("https://hooks.slack.com/services/T0/B0/SECRET?x=1") == "https://hooks.slack.com"
+    assert safe_url("https://user:pw@example.org:8443/hook#frag") == "https://example.org:8443"
+    assert safe_url("http://127.0.0.1:5000/bot123:ABC/sendMessage") == "http://127.0.0.1:5000"
+    assert safe_url("not a url") == "<invalid url>"
+
+
+def test_utf16_counts_astral_characters_twice() -> None:
+    assert utf16_len("a😀") == 3
+    assert utf16_len("ж€") == 2
+
+
+def test_fit_cuts_before_an_astral_character_that_would_straddle_the_budget() -> None:
+    # "ab😀cd" is 1+1+2+1+1 = 6 units. Budget 4 leaves 3 after the ellipsis: "ab" fits, 😀 does not.
+    assert plain(fit((Span("ab😀cd"),), 4, utf16_len)) == "ab" + ELLIPSIS
+    # Budget 5 leaves 4: "ab😀" is exactly 4.
+    assert plain(fit((Span("ab😀cd"),), 5, utf16_len)) == "ab😀" + ELLIPSIS
+    assert plain(fit((Span("ab😀cd"),), 6, utf16_len)) == "ab😀cd"
+
+
+def test_fit_never_splits_a_flag() -> None:
+    # A flag is two regional indicators, 4 UTF-16 units; half of one would show as a letter box.
+    assert plain(fit((Span("🇺🇦🇺🇦"),), 7, utf16_len)) == "🇺🇦" + ELLIPSIS
+
+
+def test_fit_keeps_markup_whole_and_counts_it() -> None:
+    def overhead(span: Span) -> int:
+        return 2 if span.style == "bold" else 0
+
+    # 2 + (11 + 2) = 15 > 8. After the ellipsis 7 remain: "xx" (2), the bold markers (2), "hel" (3).
+    got = fit((Span("xx"), Span("hello world", "bold")), 8, len, overhead)
+    assert got == (Span("xx"), Span("hel", "bold"), Span(ELLIPSIS))
+    # A link is whole or absent.
+    got = fit((Span("xx"), Span("https://t.me/a/1", "link", "https://t.me/a/1")), 10, len)
+    assert got == (Span("xx"), Span(ELLIPSIS))
+
+
+def test_excerpt_centres_on_the_hit_and_marks_what_was_left_out() -> None:
+    text = "lorem " * 200 + "the TARGET word" + " ipsum" * 200
+    at = text.index("TARGET")
+    got = excerpt(text, [Hit("target", at, at + 6)], width=100)
+    assert got[0].text.startswith(ELLIPSIS)
+    assert got[-1].text.endswith(ELLIPSIS)
+    assert [s.text for s in got if s.style == "bold"] == ["TARGET"]
+    body = plain(got)
+    assert len(body) <= 100 + 4
+    assert "the TARGET word" in body
+    # Snapped to whitespace: no half words at either end.
+    assert body.split()[1] in ("lorem", "the") and body.split()[-2] in ("ipsum", "word")
+
+
+def test_excerpt_merges_overlapping_hits_and_ignores_bad_spans() -> None:
+    got = excerpt("alpha beta gamma", [Hit("beta", 6, 10), Hit("beta g", 6, 12), Hit("x", 40, 50)])
+    assert got == (Span("alpha "), Span("beta g", "bold"), Span("amma"))
+
+
+def _view(**kw: object) -> AlertView:
+    base: dict = dict(
+        id="a1",
+        kind="match",
+        rule_id="grid",
+        severity="high",
+        channel_username="news",
+        channel_title="News",
+        message_id=5,
+        date=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        url="https://t.me/news/5",
+        title="Grid attack",
+        text="attack on the grid",
+        hashtags=("#grid",),
+        forwarded_from="Other channel",
+    )
+    base.update(kw)
+    return AlertView(**base)
+
+
+def test_match_card_says_everything_an_alert_must() -> None:
+    text = plain(layout(card(_view(hits=(Hit("grid", 14, 18),))), 4096))
+    for part in (
+        "HIGH",
+        "grid",
+        "News (@news)",
+        "https://t.me/news/5",
+        "2024-05-01 12:00 UTC",
+        "forwarded from Other channel",
+        "Grid attack",
+        "attack on the grid",
+        "#grid",
+    ):
+        assert part in text, part
+
+
+def test_followup_digest_and_ops_render_their_summaries() -> None:
+    followup = _view(kind="followup", summary="+4 more matches for rule grid in News")
+    assert "+4 more matches for rule grid in News" in plain(layout(card(followup), 4096))
+    items = tuple(_view(id=f"i{n}", channel_title=f"Chan {n}", url=f"https://t.me/c{n}/1") for n in range(3))
+    digest = plain(
+        layout(card(_view(kind="digest", summary="3 matches in the last hour", items=items)), 4096)
+    )
+    assert "3 matches in the last hour" in digest
+    assert all(f"Chan {n}" in digest and f"https://t.me/c{n}/1" in digest for n in range(3))
+    ops = plain(layout(card(_view(kind="ops", rule_id="", severity="", summary="disk almost full")), 4096))
+    assert "disk almost full" in ops and "tgsentinel" in ops
+
+
+def test_layout_fits_the_budget_and_keeps_the_tail() -> None:
+    view = _view(text="word " * 5000, hits=(Hit("word", 0, 4),))
+    spans = layout(card(view), 500)
+    assert len(plain(spans)) <= 500
+    assert plain(spans).endswith("#grid")  # hashtags survive; the excerpt was cut instead
