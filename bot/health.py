@@ -80,7 +80,9 @@ class Health:
                     "source": ch.source,
                     "last_post": ch.last_post.isoformat() if ch.last_post else None,
                     "lag_seconds": round(self.lag(name, now), 1),
-                    "last_sweep": datetime.fromtimestamp(ch.last_sweep).isoformat() if ch.last_sweep else None,
+                    "last_sweep": datetime.fromtimestamp(ch.last_sweep).isoformat()
+                    if ch.last_sweep
+                    else None,
                     "last_error": ch.last_error,
                     "gap": ch.gap,
                     "flood_wait_remaining": max(0.0, (ch.flood_wait_until or 0) - now),
@@ -115,7 +117,8 @@ async def serve(health: Health, host: str, port: int) -> asyncio.Server:
                 status, body, ctype = "404 Not Found", b"not found\n", "text/plain"
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode() + body
+                "Connection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (TimeoutError, ConnectionError):

@@ -6,10 +6,8 @@ updates the text while keeping the earlier version in `message_edits`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +22,7 @@ from bot.rules.model import RuleMatch
 from bot.sources.model import ChannelRef, Incoming, IngestResult
 from bot.store import channels as channel_rows
 from bot.store.channels import now
+from bot.store.db import run_sync
 from bot.store.models import Channel, Match, Message, MessageEdit
 
 log = logging.getLogger(__name__)
@@ -70,14 +69,9 @@ class Ingest:
         self.matcher = matcher  # a callable, so a hot reload swaps the rule set between batches
         self.alerts = alerts
         self.on_commit = on_commit  # wakes the delivery worker as soon as the rows are visible
-        # SQLite has one writer: one thread serialises our writes instead of contending for the lock.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tgsentinel-db")
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        return await run_sync(self.engine, fn, *args)
 
     # -- Sink -------------------------------------------------------------------------------------
 
@@ -104,9 +98,7 @@ class Ingest:
     # -- the work, in the database thread ----------------------------------------------------------
 
     def ingest_sync(self, items: Sequence[Incoming]) -> tuple[IngestResult, list[int]]:
-        prepared = [
-            (item, item.content or normalise(item.text, item.entities, item.media)) for item in items
-        ]
+        prepared = [(item, item.content or normalise(item.text, item.entities, item.media)) for item in items]
         counts = dict.fromkeys(("read", "new", "updated", "unchanged", "duplicates", "matches"), 0)
         counts["read"] = len(prepared)
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
@@ -133,8 +125,11 @@ class Ingest:
                 elif _edited(row, item, content):
                     session.add(
                         MessageEdit(
-                            message_id=row.id, edit_date=row.edit_date, raw_text=row.raw_text,
-                            text=row.text, recorded_at=stamp,
+                            message_id=row.id,
+                            edit_date=row.edit_date,
+                            raw_text=row.raw_text,
+                            text=row.text,
+                            recorded_at=stamp,
                         )
                     )
                     for name, value in _columns(channel.id, item, content, stamp).items():
@@ -150,9 +145,14 @@ class Ingest:
                     channel.last_seen_id = item.message_id
             session.flush()
             if inserts:
-                # Core executemany: the ORM's per-row INSERT ... RETURNING is the slow part of a replay.
-                session.execute(insert(Message), list(inserts.values()))
-                ids = _ids(session, list(inserts))
+                # Core executemany with RETURNING: the ORM's unit of work is the slow part of a replay.
+                ids = {
+                    (channel_id, msg_id): pk
+                    for pk, channel_id, msg_id in session.execute(
+                        insert(Message).returning(Message.id, Message.channel_id, Message.msg_id),
+                        list(inserts.values()),
+                    )
+                }
                 for c in changed:
                     if not c.is_edit:
                         c.message_id = ids[(c.channel.id, c.item.message_id)]
@@ -160,9 +160,7 @@ class Ingest:
             if matcher is not None and changed:
                 counts["matches"] = _match(session, matcher, changed, stamp)
             delivery_ids = self.alerts.enqueue(session, changed) if self.alerts and counts["matches"] else []
-        new_matches = tuple(
-            (c.item.message_id, rm.rule_id, rm.terms) for c in changed for rm, _ in c.matches
-        )
+        new_matches = tuple((c.item.message_id, rm.rule_id, rm.terms) for c in changed for rm, _ in c.matches)
         return IngestResult(**counts, new_matches=new_matches), delivery_ids
 
     def _delete_sync(self, ref: ChannelRef, ids: list[int]) -> int:
@@ -204,7 +202,9 @@ def _existing(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, 
     unique = list(dict.fromkeys(keys))
     for start in range(0, len(unique), _CHUNK):
         chunk = unique[start : start + _CHUNK]
-        for row in session.scalars(select(Message).where(tuple_(Message.channel_id, Message.msg_id).in_(chunk))):
+        for row in session.scalars(
+            select(Message).where(tuple_(Message.channel_id, Message.msg_id).in_(chunk))
+        ):
             found[(row.channel_id, row.msg_id)] = row
     return found
 
@@ -219,19 +219,6 @@ def _known_fingerprints(session: Session, fingerprints: set[str]) -> set[str]:
             )
         )
     return known
-
-
-def _ids(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    found: dict[tuple[int, int], int] = {}
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
-        for pk, channel_id, msg_id in session.execute(
-            select(Message.id, Message.channel_id, Message.msg_id).where(
-                tuple_(Message.channel_id, Message.msg_id).in_(chunk)
-            )
-        ):
-            found[(channel_id, msg_id)] = pk
-    return found
 
 
 def _entities(item: Incoming) -> list[dict[str, Any]]:

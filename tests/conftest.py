@@ -69,7 +69,9 @@ def rules_dir(tmp_path: Path) -> Callable[[str], Path]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, data_dir=tmp_path / "data", retry_base=0.05, retry_cap=0.2, poll_interval=0.2)
+    return Settings(
+        _env_file=None, data_dir=tmp_path / "data", retry_base=0.05, retry_cap=0.2, poll_interval=0.2
+    )
 
 
 @pytest.fixture

@@ -20,7 +20,11 @@ def tgs(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = Non
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TGSENTINEL_", "DATABASE_URL"))}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args], input=stdin, capture_output=True, cwd=cwd, env=full_env,
+        [sys.executable, "-m", "bot.cli", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env=full_env,
         timeout=120,
     )
 
@@ -30,7 +34,17 @@ def test_parse_prints_the_eleven_posts_of_the_sample():
     assert proc.returncode == 0, proc.stderr
     posts = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     assert [p["index"] for p in posts] == list(range(11))
-    assert {"index", "forwarded_from", "title", "text", "hashtags", "mentions", "urls", "media", "fingerprint"} <= set(posts[0])
+    assert {
+        "index",
+        "forwarded_from",
+        "title",
+        "text",
+        "hashtags",
+        "mentions",
+        "urls",
+        "media",
+        "fingerprint",
+    } <= set(posts[0])
     assert posts[6]["forwarded_from"] is None
     assert posts[6]["title"].startswith("🎻 A grand concert")
     assert posts[10]["media"] == ["too_big"]
@@ -50,8 +64,10 @@ def test_parse_reads_stdin_and_an_empty_file_is_zero_posts(tmp_path):
     [
         (lambda d: d / "missing.txt", "no such file"),
         (lambda d: d, "is a directory"),
-        (lambda d: (d / "latin1.txt").write_bytes("ok\ncaf\xe9\n".encode("latin-1")) and d / "latin1.txt",
-         "not valid UTF-8 at byte 6"),
+        (
+            lambda d: (d / "latin1.txt").write_bytes("ok\ncaf\xe9\n".encode("latin-1")) and d / "latin1.txt",
+            "not valid UTF-8 at byte 6",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, make, expected):

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from werkzeug import Request, Response
 
 from bot.alerts.outbox import release_held
-from bot.alerts.worker import Worker, retry_dead
+from bot.alerts.worker import retry_dead
 from bot.app import dump_items, replay
 from bot.parse import read_dump
 from bot.sources.model import ChannelRef, Incoming
@@ -90,7 +90,7 @@ async def test_replay_delivers_every_alert_once_per_destination_through_failures
     assert totals["deliveries_sent"] == 2 * len(expected_brics) + n_moldova
     assert totals.get("deliveries_dead", 0) == 0
     assert len(receiver.bodies) == len(expected_brics) + n_moldova == len(receiver.unique_ids)
-    assert "deliveries: %d sent, 0 pending, 0 held, 0 dead" % totals["deliveries_sent"] in err.getvalue()
+    assert f"deliveries: {totals['deliveries_sent']} sent, 0 pending, 0 held, 0 dead" in err.getvalue()
 
     # Signatures verify with the reference library; the body says what the issue promises.
     for body, headers in zip(receiver.bodies, receiver.headers, strict=True):
@@ -155,7 +155,9 @@ async def test_a_worker_killed_mid_send_loses_nothing(httpserver, make_pipeline,
 async def test_a_400_is_dead_at_once_and_retry_sends_it_again(httpserver, make_pipeline, store):
     receiver = Receiver(httpserver, script=[400])
     pipeline = make_pipeline(RULES % (receiver.url, SECRET))
-    await pipeline.ingest.ingest([Incoming(channel=ChannelRef(tg_id=5, username="n"), message_id=1, text="Moldova")])
+    await pipeline.ingest.ingest(
+        [Incoming(channel=ChannelRef(tg_id=5, username="n"), message_id=1, text="Moldova")]
+    )
     await pipeline.worker.run_once()
     with Session(store) as session:
         d = session.scalar(select(Delivery).join(Alert).where(Alert.kind == "match"))
@@ -194,7 +196,9 @@ async def test_a_410_disables_the_destination_and_tells_ops(httpserver, make_pip
 async def test_transient_failures_back_off_and_die_after_max_attempts(httpserver, make_pipeline, store):
     receiver = Receiver(httpserver, script=[503] * 20)
     pipeline = make_pipeline(RULES % (receiver.url, SECRET), max_attempts=3)
-    await pipeline.ingest.ingest([Incoming(channel=ChannelRef(tg_id=5, username="n"), message_id=1, text="Moldova")])
+    await pipeline.ingest.ingest(
+        [Incoming(channel=ChannelRef(tg_id=5, username="n"), message_id=1, text="Moldova")]
+    )
     for _ in range(200):
         await pipeline.worker.run_once()
         with Session(store) as session:
@@ -206,13 +210,21 @@ async def test_transient_failures_back_off_and_die_after_max_attempts(httpserver
     assert (d.status, d.attempts) == ("dead", 3)
 
 
-async def test_the_same_post_in_two_channels_alerts_once_and_lists_where_else(httpserver, make_pipeline, store):
+async def test_the_same_post_in_two_channels_alerts_once_and_lists_where_else(
+    httpserver, make_pipeline, store
+):
     receiver = Receiver(httpserver)
     pipeline = make_pipeline(RULES % (receiver.url, SECRET))
     text = "🚨 Moldova: the same story"
-    await pipeline.ingest.ingest([Incoming(channel=ChannelRef(tg_id=1, username="first"), message_id=10, text=text)])
     await pipeline.ingest.ingest(
-        [Incoming(channel=ChannelRef(tg_id=2, username="second"), message_id=99, text="Moldova: the  same story")]
+        [Incoming(channel=ChannelRef(tg_id=1, username="first"), message_id=10, text=text)]
+    )
+    await pipeline.ingest.ingest(
+        [
+            Incoming(
+                channel=ChannelRef(tg_id=2, username="second"), message_id=99, text="Moldova: the  same story"
+            )
+        ]
     )
     while await pipeline.worker.run_once():
         pass
@@ -250,9 +262,17 @@ async def test_a_silenced_rule_does_not_alert(make_pipeline, store, httpserver):
     pipeline = make_pipeline(RULES % (receiver.url, SECRET))
     now = datetime.now(UTC)
     with Session(store) as session, session.begin():
-        session.add(Silence(rule_id="moldova", channel="a", until=now + timedelta(hours=1), reason="x", created_at=now))
-    await pipeline.ingest.ingest([Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova")])
-    await pipeline.ingest.ingest([Incoming(channel=ChannelRef(tg_id=2, username="b"), message_id=1, text="Moldova b")])
+        session.add(
+            Silence(
+                rule_id="moldova", channel="a", until=now + timedelta(hours=1), reason="x", created_at=now
+            )
+        )
+    await pipeline.ingest.ingest(
+        [Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova")]
+    )
+    await pipeline.ingest.ingest(
+        [Incoming(channel=ChannelRef(tg_id=2, username="b"), message_id=1, text="Moldova b")]
+    )
     with Session(store) as session:
         alerts = session.scalars(select(Alert).where(Alert.kind == "match")).all()
     assert [a.channel_id for a in alerts] != [] and len(alerts) == 1  # only channel b
@@ -324,7 +344,9 @@ async def test_worker_is_woken_by_a_commit_not_by_polling(httpserver, make_pipel
     pipeline = make_pipeline(THROTTLED % (httpserver.url_for("/hook"), ""), poll_interval=3600)
     task = asyncio.create_task(pipeline.worker.run())
     try:
-        await pipeline.ingest.ingest([Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova")])
+        await pipeline.ingest.ingest(
+            [Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova")]
+        )
         await asyncio.wait_for(got.wait(), timeout=5)  # with hourly polling, only the wake-up can do this
     finally:
         task.cancel()

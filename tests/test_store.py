@@ -66,7 +66,12 @@ async def test_an_edit_updates_the_text_and_keeps_the_history(sink, store):
 
 
 async def test_a_deletion_marks_the_post_and_keeps_its_text(sink, store):
-    await sink.ingest([Incoming(channel=CHAN, message_id=1, text="soon gone"), Incoming(channel=CHAN, message_id=2, text="stays")])
+    await sink.ingest(
+        [
+            Incoming(channel=CHAN, message_id=1, text="soon gone"),
+            Incoming(channel=CHAN, message_id=2, text="stays"),
+        ]
+    )
     assert await sink.delete(CHAN, [1, 99]) == 1
     with Session(store) as s:
         rows = {m.msg_id: (m.deleted, m.text) for m in s.scalars(select(Message))}
@@ -110,7 +115,14 @@ async def test_the_same_post_in_two_channels_is_counted_as_a_duplicate(sink):
 async def test_entities_are_stored_and_win_for_hashtags(sink, store):
     text = "Read in full"
     await sink.ingest(
-        [Incoming(channel=CHAN, message_id=3, text=text, entities=[Entity("text_url", 0, 12, "https://x.example/a")])]
+        [
+            Incoming(
+                channel=CHAN,
+                message_id=3,
+                text=text,
+                entities=[Entity("text_url", 0, 12, "https://x.example/a")],
+            )
+        ]
     )
     with Session(store) as s:
         msg = s.scalar(select(Message))

@@ -27,8 +27,15 @@ def run(n_posts: int = 10_000, repeat: int = 3) -> dict:
                 _env_file=None, database_url=f"sqlite:///{tmp}/bench.db", rules_dir=rules, data_dir=Path(tmp)
             )
             started = time.perf_counter()
-            totals = asyncio.run(replay(settings, text, "bench", drain_timeout=0, out=io.StringIO(), err=io.StringIO()))
+            totals = asyncio.run(
+                replay(settings, text, "bench", drain_timeout=0, out=io.StringIO(), err=io.StringIO())
+            )
             best = min(best, time.perf_counter() - started)
             if totals["new"] != n_posts:
                 raise AssertionError(f"stored {totals['new']} posts, expected {n_posts}")
-    return {"bench": "replay", "posts": n_posts, "best_seconds": round(best, 3), "posts_per_s": round(n_posts / best)}
+    return {
+        "bench": "replay",
+        "posts": n_posts,
+        "best_seconds": round(best, 3),
+        "posts_per_s": round(n_posts / best),
+    }

@@ -38,10 +38,10 @@ def prune(engine: Engine, older_than: float) -> dict[str, int]:
         ).rowcount
         old = select(Message.id).where(Message.created_at < cutoff)
         # Alerts still owed to someone point at their message: those messages stay too.
-        held = select(Alert.message_id).join(Delivery, Delivery.alert_id == Alert.id).where(
-            Delivery.status.in_(("pending", "held", "dead")), Alert.message_id.is_not(None)
+        held = (
+            select(Alert.message_id)
+            .join(Delivery, Delivery.alert_id == Alert.id)
+            .where(Delivery.status.in_(("pending", "held", "dead")), Alert.message_id.is_not(None))
         )
-        messages = session.execute(
-            delete(Message).where(Message.id.in_(old), ~Message.id.in_(held))
-        ).rowcount
+        messages = session.execute(delete(Message).where(Message.id.in_(old), ~Message.id.in_(held))).rowcount
     return {"deliveries": done or 0, "alerts": orphan_alerts or 0, "messages": messages or 0}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
+
+from alembic import command
 
 # An arbitrary constant: the advisory lock that serialises concurrent upgrades on PostgreSQL.
 _LOCK_ID = 0x7467_5345_4E54
