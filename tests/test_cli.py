@@ -112,3 +112,16 @@ def test_usage_errors_exit_2():
     assert proc.returncode == 2
     proc = tgs("parse", str(SAMPLE), "--format", "xml")
     assert proc.returncode == 2 and "--format" in proc.stderr.decode()
+
+
+def test_rules_test_runs_over_stored_messages(tmp_path):
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert tgs("replay", str(SAMPLE), "--channel", "mfa", "--db", db).returncode == 0
+    from_db = tgs("rules", "test", "--db", db, "--rules", str(ROOT / "rules"))
+    from_dump = tgs("rules", "test", str(SAMPLE), "--rules", str(ROOT / "rules"))
+    assert from_db.returncode == 0 == from_dump.returncode, from_db.stderr
+    db_lines = [json.loads(line) for line in from_db.stdout.decode().splitlines()]
+    dump_lines = [json.loads(line) for line in from_dump.stdout.decode().splitlines()]
+    # The same posts match the same rules; --db counts by message id (1-based for a dump).
+    assert [(d["index"] - 1, d["matches"]) for d in db_lines] == [(d["index"], d["matches"]) for d in dump_lines]
+    assert any(m["rule"] == "moldova" for d in db_lines for m in d["matches"])

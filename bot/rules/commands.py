@@ -58,8 +58,44 @@ def check(
 
 
 def backtest_db(url: str, engine: Engine, since: datetime | None = None) -> Iterator[dict]:
-    """Backtest over stored messages (index = message id). Wired by the store; not available yet."""
-    raise NotImplementedError("rules test --db needs the message store")
+    """Backtest over stored messages (index = message id), oldest first, in pages."""
+    return backtest(_stored_posts(url, since), engine)
+
+
+def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[int, str, MatchInput]]:
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from bot.app import open_store
+    from bot.store.channels import names
+    from bot.store.db import release
+    from bot.store.models import Channel, Message
+
+    store = open_store(url)
+    try:
+        with Session(store) as session:
+            query = (
+                select(Message, Channel)
+                .join(Channel, Channel.id == Message.channel_id)
+                .order_by(Message.id)
+                .execution_options(yield_per=1000)
+            )
+            if since is not None:
+                when = since if since.tzinfo else since.astimezone()
+                query = query.where(func.coalesce(Message.date, Message.created_at) >= when)
+            for message, channel in session.execute(query):
+                yield (
+                    message.msg_id,
+                    message.title,
+                    MatchInput(
+                        text=message.text,
+                        hashtags=tuple(message.hashtags),
+                        channel_names=names(channel),
+                        is_forward=message.forwarded_from is not None or message.fwd_tg_id is not None,
+                    ),
+                )
+    finally:
+        release(store)
 
 
 def _dump_posts(path: Path, channel: str) -> Iterator[tuple[int, str, MatchInput]]:
