@@ -291,7 +291,9 @@ def _show(store: Engine, channel: str, stream: TextIO) -> None:
 def has_credentials(settings: Settings) -> bool:
     if not (settings.api_id and settings.api_hash):
         return False
-    return bool(settings.session) or (settings.data_dir / "tgsentinel.session").exists()
+    from bot.sources.login import session_path
+
+    return bool(settings.session) or session_path(settings).exists()
 
 
 class Monitor:

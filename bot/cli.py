@@ -133,6 +133,50 @@ def run(rules: RulesOption = None, db: DbOption = None) -> None:
     asyncio.run(run_monitor(_settings(db, rules)))
 
 
+@app.command()
+def login(
+    phone: Annotated[
+        str | None, typer.Option("--phone", envvar="TELEGRAM_PHONE", help="International format, e.g. +44...")
+    ] = None,
+    print_session: Annotated[
+        bool, typer.Option("--print-session", help="Also print a string session for TELEGRAM_SESSION.")
+    ] = False,
+) -> None:
+    """Log in to Telegram once; the session is kept under the data directory (mode 0600).
+
+    The code and the 2FA password are asked for on the terminal, or read from stdin (one line each)
+    when there is none; the password may also come from TELEGRAM_PASSWORD.
+    """
+    import getpass
+    import os
+
+    from bot.sources.login import login as do_login
+    from bot.sources.login import session_path
+
+    settings = _settings()
+    if not settings.api_id or not settings.api_hash:
+        raise InputError("set TELEGRAM_API_ID and TELEGRAM_API_HASH first (from https://my.telegram.org)")
+
+    def line(prompt: str, secret: bool = False) -> str:
+        if sys.stdin.isatty():
+            return getpass.getpass(prompt) if secret else input(prompt)
+        value = sys.stdin.readline()
+        if not value:
+            raise InputError(f"{prompt.strip(': ')}: nothing on stdin")
+        return value.strip()
+
+    def password() -> str:
+        return os.environ.get("TELEGRAM_PASSWORD") or line("2FA password: ", secret=True)
+
+    path = session_path(settings)
+    session = asyncio.run(
+        do_login(settings.api_id, settings.api_hash, path, phone, lambda: line("Code: "), password)
+    )
+    typer.echo(f"logged in; session kept in {path}", err=True)
+    if print_session:
+        typer.echo(session)
+
+
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
     """Create or upgrade the schema (the monitor also does this on start)."""

@@ -123,5 +123,7 @@ def test_rules_test_runs_over_stored_messages(tmp_path):
     db_lines = [json.loads(line) for line in from_db.stdout.decode().splitlines()]
     dump_lines = [json.loads(line) for line in from_dump.stdout.decode().splitlines()]
     # The same posts match the same rules; --db counts by message id (1-based for a dump).
-    assert [(d["index"] - 1, d["matches"]) for d in db_lines] == [(d["index"], d["matches"]) for d in dump_lines]
+    assert [(d["index"] - 1, d["matches"]) for d in db_lines] == [
+        (d["index"], d["matches"]) for d in dump_lines
+    ]
     assert any(m["rule"] == "moldova" for d in db_lines for m in d["matches"])

@@ -70,7 +70,9 @@ def test_run_without_credentials_watches_the_web_preview_alerts_new_posts_and_st
         encoding="utf-8",
     )
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TGSENTINEL_", "TELEGRAM_", "DATABASE_URL"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TGSENTINEL_", "TELEGRAM_", "DATABASE_URL"))
+    }
     env.update(
         DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
         TGSENTINEL_RULES_DIR=str(rules),
@@ -82,8 +84,11 @@ def test_run_without_credentials_watches_the_web_preview_alerts_new_posts_and_st
         TGSENTINEL_HTTP_PORT=str(port),
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "bot.cli", "run"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         health = f"http://127.0.0.1:{port}/healthz"
@@ -110,7 +115,7 @@ def test_run_without_credentials_watches_the_web_preview_alerts_new_posts_and_st
     finally:
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
-        out, err = proc.communicate(timeout=15)
+        _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert time.monotonic() - started < 10
     log = err.decode()
