@@ -89,6 +89,7 @@ class Pipeline:
         self.rules = RuleSet.build(config, engine)
         self.client = http_client()
         self.senders: dict[str, Sender] = {}
+        self._destinations: dict[str, Any] = {}
         self._build_senders(config)
         self.outbox = Outbox(
             OutboxSettings(dedup_window=settings.dedup_window, max_alert_age=settings.max_alert_age),
@@ -113,10 +114,15 @@ class Pipeline:
         return self.rules.config.ops or self.settings.ops_destination
 
     def _build_senders(self, config: Config) -> None:
+        # A sender whose destination did not change is kept: it remembers things (a Telegram chat's
+        # migration to a supergroup) that a fresh one would have to learn again from a failed send.
         fresh = {
-            name: build_sender(dest, self.client, console=self.console)
+            name: self.senders[name]
+            if name in self.senders and self._destinations.get(name) == dest
+            else build_sender(dest, self.client, console=self.console)
             for name, dest in config.destinations.items()
         }
+        self._destinations = dict(config.destinations)
         # In place: the worker holds this mapping.
         self.senders.clear()
         self.senders.update(fresh)

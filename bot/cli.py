@@ -221,6 +221,31 @@ def bench_delivery(posts: int = 1000) -> None:
     typer.echo(json.dumps(bench(n=posts)))
 
 
+@bench_app.command("dispatch")
+def bench_dispatch(
+    posts: int = 100_000,
+    store: Annotated[bool, typer.Option(help="Into a fresh SQLite store (else a counting stand-in).")] = True,
+) -> None:
+    """Posts through Telethon's real update dispatch and the live source: posts/s and RSS growth."""
+    import tempfile
+
+    from bot.bench.dispatch import run as bench
+
+    if not store:
+        bench(posts)
+        return
+    from bot.app import open_store
+    from bot.ingest import Ingest
+    from bot.store.db import release
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = open_store(f"sqlite:///{tmp}/bench.db")
+        try:
+            bench(posts, Ingest(engine))
+        finally:
+            release(engine)
+
+
 def _register_subapps() -> None:
     from bot.rules.commands import app as rules_app
 

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
 
     # Sources.
     sweep_interval: float = 300.0  # seconds between catch-up sweeps (jittered)
+    resolve_interval: float = 2.0  # seconds between ResolveUsername/JoinChannel requests
     lag_threshold: float = 900.0  # a channel not confirmed up to date for this long is unhealthy
     flood_wait_alert: float = 300.0  # FloodWaits longer than this are reported to ops
     web_base: str = "https://t.me"

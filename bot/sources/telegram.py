@@ -1,0 +1,793 @@
+"""The live source: a Telethon user account that watches channels and never silently misses a post.
+
+Telethon's update stream has holes (a channel gap over 100 posts is skipped, quiet channels are polled
+every 15 minutes, reconnects lose updates), so live events are only a fast path. What makes the
+source complete is the per-channel `confirmed` id: every post up to it has been handed to the sink,
+in order. A live post that does not follow it directly triggers a catch-up through GetHistory first,
+so the store's highest id (the sink's cursor) never runs ahead of a hole, even across a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol, TypeVar
+
+from telethon import TelegramClient, errors, events, functions, types, utils
+from telethon.events.common import EventBuilder
+from telethon.tl.custom.message import Message
+
+from bot import metrics
+from bot.health import Health
+from bot.parse.model import Entity
+from bot.settings import Settings
+from bot.sources.model import ChannelRef, Forward, Incoming, IngestResult, Sink
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Ops = Callable[[str, str], Awaitable[None]]
+
+SOURCE = "telegram"
+# An album has at most 10 parts with (nearly) consecutive ids. The store keeps an album under its
+# smallest id, so a sweep starts this far below the cursor to see whole albums and not mistake a
+# stored album's later parts for a new one.
+ALBUM_LOOKBACK = 20
+FLUSH_EVERY = 100  # messages a sweep hands to the sink at a time, so a long gap is not held in memory
+GET_CHANNELS_BATCH = 100
+RECENT_ALBUMS = 256
+RETRY_CAP = 6 * 3600.0  # longest wait before trying a channel that could not be subscribed again
+LOGIN_HINT = "run `tgsentinel login` (or set TELEGRAM_SESSION to a string session) and start again"
+
+# Errors that mean the session itself is gone: retrying cannot help.
+SESSION_ERRORS: tuple[type[BaseException], ...] = (errors.UnauthorizedError, errors.AuthKeyError)
+
+
+class SessionError(Exception):
+    """The Telegram session is missing, revoked or expired: the process must stop and say how to log in."""
+
+    exit_code = 1
+
+
+class ChannelEntryLike(Protocol):
+    name: str | None
+    tg_id: int | None
+    backfill: int
+
+
+class ChannelProblem(Exception):
+    """A channel that cannot be watched (unresolvable, private, not a channel): reported, not fatal."""
+
+
+_ENTITY_TYPES: dict[type, str] = {
+    types.MessageEntityMention: "mention",
+    types.MessageEntityHashtag: "hashtag",
+    types.MessageEntityCashtag: "cashtag",
+    types.MessageEntityBotCommand: "bot_command",
+    types.MessageEntityUrl: "url",
+    types.MessageEntityEmail: "email",
+    types.MessageEntityPhone: "phone_number",
+    types.MessageEntityBold: "bold",
+    types.MessageEntityItalic: "italic",
+    types.MessageEntityUnderline: "underline",
+    types.MessageEntityStrike: "strikethrough",
+    types.MessageEntitySpoiler: "spoiler",
+    types.MessageEntityCode: "code",
+    types.MessageEntityPre: "pre",
+    types.MessageEntityTextUrl: "text_url",
+    types.MessageEntityMentionName: "text_mention",
+    types.MessageEntityCustomEmoji: "custom_emoji",
+    types.MessageEntityBankCard: "bank_card",
+}
+
+
+def entities_of(message: Message) -> list[Entity]:
+    """Telethon's entities as Bot API ones. Offsets are UTF-16 units on both sides."""
+    out: list[Entity] = []
+    for e in message.entities or ():
+        if isinstance(e, types.MessageEntityBlockquote):
+            name = "expandable_blockquote" if e.collapsed else "blockquote"
+        else:
+            name = _ENTITY_TYPES.get(type(e))
+        if name is None:
+            continue
+        out.append(Entity(type=name, offset=e.offset, length=e.length, url=getattr(e, "url", None)))
+    return out
+
+
+def media_of(message: Message) -> list[str]:
+    """Media flags in Bot API spirit; a link preview is not media (see `link_preview_of`)."""
+    m = message.media
+    if m is None or isinstance(m, types.MessageMediaEmpty | types.MessageMediaWebPage):
+        return []
+    checks = (
+        ("photo", message.photo),
+        ("sticker", message.sticker),
+        ("gif", message.gif),
+        ("voice", message.voice),
+        ("video_note", message.video_note),
+        ("video", message.video),
+        ("audio", message.audio),
+        ("document", message.document),
+        ("poll", message.poll),
+        ("geo", message.geo),
+        ("contact", message.contact),
+        ("dice", message.dice),
+        ("game", message.game),
+        ("invoice", message.invoice),
+    )
+    for name, present in checks:
+        if present:
+            return [name]
+    if isinstance(m, types.MessageMediaUnsupported):
+        return ["unsupported"]
+    return ["media"]
+
+
+def link_preview_of(message: Message) -> dict[str, Any] | None:
+    m = message.media
+    if isinstance(m, types.MessageMediaWebPage) and isinstance(m.webpage, types.WebPage):
+        page = m.webpage
+        return {
+            "url": page.url,
+            "site_name": page.site_name,
+            "title": page.title,
+            "description": page.description,
+        }
+    return None
+
+
+def forward_of(message: Message) -> Forward | None:
+    fwd = message.fwd_from
+    if fwd is None:
+        return None
+    tg_id = username = None
+    name = fwd.from_name
+    if isinstance(fwd.from_id, types.PeerChannel):
+        tg_id = fwd.from_id.channel_id
+    # Telethon resolves the source only when its Channel came with the update or the history page.
+    chat = message.forward.chat if message.forward is not None else None
+    if chat is not None:
+        name = getattr(chat, "title", None) or name
+        username = getattr(chat, "username", None)
+    return Forward(name=name, tg_id=tg_id, username=username, post_id=fwd.channel_post)
+
+
+def to_incoming(channel: ChannelRef, parts: Sequence[Message], *, alert: bool = True) -> Incoming:
+    """One post from a message, or from every part of an album (caption from the part that has text)."""
+    parts = sorted(parts, key=lambda m: m.id)
+    first = parts[0]
+    captioned = next((m for m in parts if m.raw_text), first)
+    edits = [m.edit_date for m in parts if m.edit_date is not None]
+    views = [m.views for m in parts if m.views is not None]
+    return Incoming(
+        channel=channel,
+        message_id=first.id,
+        text=captioned.raw_text or "",
+        entities=entities_of(captioned),
+        media=[flag for m in parts for flag in media_of(m)],
+        date=first.date,
+        edit_date=max(edits) if edits else None,
+        forward=next((f for f in map(forward_of, parts) if f is not None), None),
+        grouped_id=first.grouped_id,
+        views=max(views) if views else None,
+        link_preview=next((p for p in map(link_preview_of, parts) if p is not None), None),
+        alert=alert,
+    )
+
+
+def group_posts(messages: Iterable[Message]) -> list[list[Message]]:
+    """Posts in id order: a single message, or every part of an album together."""
+    posts: list[list[Message]] = []
+    albums: dict[int, list[Message]] = {}
+    for m in sorted(messages, key=lambda m: m.id):
+        if m.grouped_id is None:
+            posts.append([m])
+        elif m.grouped_id in albums:
+            albums[m.grouped_id].append(m)
+        else:
+            albums[m.grouped_id] = [m]
+            posts.append(albums[m.grouped_id])
+    return posts
+
+
+@dataclass(slots=True)
+class _Watched:
+    entry: Any
+    ref: ChannelRef
+    peer: types.InputPeerChannel
+    confirmed: int = 0  # every message up to this id has been handed to the sink
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failing: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.ref.key
+
+
+def _entry_key(entry: ChannelEntryLike) -> str:
+    return ChannelRef(tg_id=entry.tg_id, username=entry.name).key
+
+
+class TelegramSource:
+    def __init__(
+        self,
+        client: TelegramClient,
+        sink: Sink,
+        health: Health,
+        settings: Settings,
+        ops: Ops | None = None,
+        channels: Iterable[ChannelEntryLike] = (),
+        *,
+        pace: float | None = None,
+        backoff: tuple[float, float] = (1.0, 60.0),
+    ) -> None:
+        self.client = client
+        self.sink = sink
+        self.health = health
+        self.settings = settings
+        self._ops = ops
+        self._entries: dict[str, ChannelEntryLike] = {_entry_key(e): e for e in channels}
+        # Resolving and joining are rate limited hard by Telegram (ResolveUsername bursts cost hours).
+        self._pace = pace if pace is not None else settings.resolve_interval
+        self._backoff = backoff
+        self._last_paced = 0.0
+        self._watched: dict[str, _Watched] = {}  # by entry key
+        self._by_id: dict[int, _Watched] = {}
+        self._problems: set[tuple[str, str]] = set()  # (kind, key) already reported to ops
+        # Channels that could not be subscribed: (failures, monotonic time of the next try). Retried
+        # with backoff, since resolving a missing name again and again earns long FloodWaits.
+        self._retry: dict[str, tuple[int, float]] = {}
+        self._handlers: list[tuple[Callable[[Any], Awaitable[None]], EventBuilder]] = []
+        self._fatal: SessionError | None = None
+        # Albums already handed over (grouped_id), so parts arriving late are not a second post.
+        self._recent_albums: OrderedDict[int, None] = OrderedDict()
+        self._started = False
+        # Every FloodWait comes to us, so it is counted, shown and slept through with the work kept.
+        client.flood_sleep_threshold = 0
+
+    # --- public ----------------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> list[ChannelRef]:
+        return [w.ref for w in self._watched.values()]
+
+    async def start(self) -> None:
+        """Check the session, subscribe to every channel, register the handlers and catch up."""
+        await self._check_session()
+        self.health.connected = True
+        if not self._started:
+            self._started = True
+            await self._subscribe(list(self._entries.values()))
+            self._register()
+        await self.sweep_all()
+
+    async def run(self) -> None:
+        """Stay connected forever: reconnect with backoff and catch up after each reconnect.
+
+        Only a lost session ends it (SessionError); network errors never do.
+        """
+        base, cap = self._backoff
+        delay = base
+        self.health.connected = self.client.is_connected()
+        while True:
+            try:
+                if not self.client.is_connected():
+                    await self.client.connect()
+                await self.start()
+                delay = base
+                await self.client.disconnected
+            except SessionError:
+                self.health.connected = False
+                raise
+            except Exception as e:
+                # Network trouble of any kind: never fatal, the loop reconnects and catches up.
+                log.warning("telegram connection lost: %s", _describe(e))
+            if self._fatal is not None:
+                self.health.connected = False
+                raise self._fatal
+            self.health.connected = False
+            wait = delay * (0.5 + random.random())
+            log.info("reconnecting to telegram in %.1fs", wait)
+            await asyncio.sleep(wait)
+            delay = min(cap, delay * 2)
+
+    async def stop(self) -> None:
+        self._unregister()
+        await self.client.disconnect()
+        self.health.connected = False
+
+    async def update(self, channels: Iterable[ChannelEntryLike]) -> None:
+        """Hot reload: subscribe new channels, drop removed ones."""
+        wanted = {_entry_key(e): e for e in channels}
+        for key in [k for k in self._watched if k not in wanted]:
+            w = self._watched.pop(key)
+            self._by_id.pop(w.ref.tg_id or 0, None)
+            self.health.forget(w.key)
+        for key in [k for k in self._entries if k not in wanted]:
+            self.health.forget(key)
+            self._retry.pop(key, None)
+        added = [e for k, e in wanted.items() if k not in self._watched]
+        self._entries = wanted
+        if not self._started:
+            return
+        await self._subscribe(added)
+        self._register()  # also drops the removed channels from the handlers' filters
+        for e in added:
+            w = self._watched.get(_entry_key(e))
+            if w is not None:
+                await self._sweep_guarded(w)
+
+    async def sweep_all(self) -> int:
+        """Catch every watched channel up; returns how many posts were new. Retries failed subscriptions."""
+        now = time.monotonic()
+        due = {k for k in self._entries if k not in self._watched and self._retry.get(k, (0, 0.0))[1] <= now}
+        missing = [self._entries[k] for k in due]
+        if missing and self._started:
+            await self._subscribe(missing)
+            self._register()
+        prune_albums(self.client)
+        total = 0
+        for w in list(self._watched.values()):
+            total += await self._sweep_guarded(w)
+        return total
+
+    async def sweep(self, channel: ChannelRef | str) -> int:
+        """Fetch everything newer than the channel's last seen id; returns how many posts were new.
+
+        Raises what the fetch raised (health and ops are told first); FloodWaits are slept through.
+        """
+        w = self._find(channel)
+        async with w.lock:
+            return await self._sweep_locked(w)
+
+    # --- session ---------------------------------------------------------------------------------
+
+    async def _check_session(self) -> None:
+        try:
+            # GetState also tells Telegram this connection wants updates again.
+            await self._call(lambda: self.client(functions.updates.GetStateRequest()), None)
+        except SESSION_ERRORS as e:
+            await self._session_lost(e)
+
+    async def _session_lost(self, e: BaseException) -> NoReturn:
+        msg = f"the Telegram session is not valid ({type(e).__name__}): {LOGIN_HINT}"
+        self._fatal = SessionError(msg)
+        self.health.connected = False
+        await self._notice("session", "telegram", msg)
+        raise self._fatal from None
+
+    async def _stop_for_session(self, e: BaseException) -> None:
+        # In an event handler nobody awaits our exception: disconnect, and `run` raises the SessionError.
+        if not isinstance(e, SessionError):
+            with contextlib.suppress(SessionError):
+                await self._session_lost(e)
+        await self.client.disconnect()
+
+    # --- subscriptions ---------------------------------------------------------------------------
+
+    async def _subscribe(self, entries: Sequence[ChannelEntryLike]) -> None:
+        cached: list[tuple[ChannelEntryLike, ChannelRef]] = []
+        fresh: list[tuple[ChannelEntryLike, Any]] = []
+        for entry in entries:
+            key = _entry_key(entry)
+            self.health.watch(key, SOURCE)
+            ref = await self.sink.resolved(entry.name) if entry.name else None
+            if ref is not None and ref.tg_id is not None and ref.access_hash is not None:
+                cached.append((entry, ref))
+                continue
+            try:
+                fresh.append((entry, await self._resolve(entry)))
+            except ChannelProblem as e:
+                self._failed(key)
+                await self._problem(key, "resolve", str(e))
+        # One GetChannels for every cached channel tells who is still reachable and joined.
+        for i in range(0, len(cached), GET_CHANNELS_BATCH):
+            batch = cached[i : i + GET_CHANNELS_BATCH]
+            chats = await self._get_channels([r for _, r in batch])
+            for (entry, _), chat in zip(batch, chats, strict=True):
+                if chat is None:
+                    # The stored access hash no longer works: resolve the name again.
+                    try:
+                        chat = await self._resolve(entry)
+                    except ChannelProblem as e:
+                        self._failed(_entry_key(entry))
+                        await self._problem(_entry_key(entry), "resolve", str(e))
+                        continue
+                fresh.append((entry, chat))
+        for entry, chat in fresh:
+            key = _entry_key(entry)
+            try:
+                await self._watch(entry, chat)
+            except ChannelProblem as e:
+                self._failed(key)
+                await self._problem(key, "subscribe", str(e))
+            except SESSION_ERRORS as e:
+                await self._session_lost(e)
+
+    async def _resolve(self, entry: ChannelEntryLike) -> Any:
+        """The Channel for an entry, from Telegram (paced). Raises ChannelProblem."""
+        if entry.name is None:
+            peer = types.PeerChannel(entry.tg_id or 0)
+            try:
+                input_peer = await self._call(lambda: self.client.get_input_entity(peer), None)
+            except (ValueError, errors.RPCError) as e:
+                raise ChannelProblem(
+                    f"channel id {entry.tg_id} is unknown to this account; list it by username"
+                ) from e
+            ref = ChannelRef(tg_id=entry.tg_id, access_hash=input_peer.access_hash)
+            got = await self._get_channels([ref])
+            if got[0] is None:
+                raise ChannelProblem(f"channel id {entry.tg_id} cannot be reached")
+            return got[0]
+        name = entry.name
+        await self._paced()
+        try:
+            request = functions.contacts.ResolveUsernameRequest(name)
+            result = await self._call(lambda: self.client(request), None)
+        except (errors.UsernameNotOccupiedError, errors.UsernameInvalidError) as e:
+            raise ChannelProblem(f"@{name} does not exist (renamed or deleted?)") from e
+        except (errors.ChannelPrivateError, errors.ChannelInvalidError) as e:
+            raise ChannelProblem(f"@{name} is private or unavailable") from e
+        peer = result.peer
+        if not isinstance(peer, types.PeerChannel):
+            raise ChannelProblem(f"@{name} is not a channel")
+        chat = next((c for c in result.chats if c.id == peer.channel_id), None)
+        if not isinstance(chat, types.Channel):
+            raise ChannelProblem(f"@{name} is private or unavailable")
+        return chat
+
+    async def _get_channels(self, refs: Sequence[ChannelRef]) -> list[Any]:
+        """The Channel for each ref, or None where its access hash is rejected. Private ones raise later."""
+        inputs = [types.InputChannel(r.tg_id or 0, r.access_hash or 0) for r in refs]
+        try:
+            res = await self._call(lambda: self.client(functions.channels.GetChannelsRequest(inputs)), None)
+        except (errors.ChannelInvalidError, errors.ChannelPrivateError, errors.PeerIdInvalidError):
+            if len(refs) == 1:
+                return [None]
+            # One bad hash fails the whole batch: ask one by one to find it.
+            return [(await self._get_channels([r]))[0] for r in refs]
+        by_id = {c.id: c for c in res.chats}
+        return [by_id.get(r.tg_id or 0) for r in refs]
+
+    async def _watch(self, entry: ChannelEntryLike, chat: Any) -> None:
+        key = _entry_key(entry)
+        if isinstance(chat, types.ChannelForbidden):
+            raise ChannelProblem(f"{key} is private or this account was banned from it")
+        if not isinstance(chat, types.Channel):
+            raise ChannelProblem(f"{key} is not a channel")
+        if entry.name and chat.username and chat.username.lower() != entry.name.lower():
+            notice = f"channel {key} is now @{chat.username}; update the channels list"
+            await self._notice("renamed", key, notice)
+        ref = ChannelRef(
+            tg_id=chat.id,
+            username=entry.name or chat.username,
+            title=chat.title,
+            access_hash=chat.access_hash,
+        )
+        await self.sink.remember(ref)
+        if chat.left:
+            await self._join(ref)
+        w = _Watched(entry=entry, ref=ref, peer=types.InputPeerChannel(chat.id, chat.access_hash or 0))
+        if w.key != key:
+            self.health.forget(key)
+            self.health.watch(w.key, SOURCE)
+        async with w.lock:
+            cursor = await self.sink.cursor(ref)
+            if cursor is None:
+                await self._baseline(w, entry.backfill)
+            else:
+                w.confirmed = cursor
+        self._watched[key] = w
+        self._by_id[chat.id] = w
+        self._retry.pop(key, None)
+        self._clear_problem(key)
+
+    async def _join(self, ref: ChannelRef) -> None:
+        await self._paced()
+        channel = types.InputChannel(ref.tg_id or 0, ref.access_hash or 0)
+        try:
+            await self._call(lambda: self.client(functions.channels.JoinChannelRequest(channel)), ref.key)
+        except errors.UserAlreadyParticipantError:
+            pass
+        except errors.ChannelsTooMuchError:
+            # Not fatal: the channel is still swept, only without live updates.
+            await self._notice(
+                "join", ref.key, f"cannot join {ref.key}: this account is in too many channels; polling only"
+            )
+        except (errors.ChannelPrivateError, errors.ChannelInvalidError, errors.InviteRequestSentError) as e:
+            raise ChannelProblem(f"cannot join {ref.key}: {type(e).__name__}") from e
+
+    async def _baseline(self, w: _Watched, backfill: int) -> None:
+        """A new channel starts at its newest post: stored and matched (and `backfill` more), not alerted."""
+        want = max(1, backfill)
+        # A few extra messages so the oldest album taken is whole.
+        got = await self._call(
+            lambda: self.client.get_messages(w.peer, limit=want + ALBUM_LOOKBACK // 2), w.key
+        )
+        msgs = [m for m in got if isinstance(m, types.Message)]
+        posts = group_posts(msgs)[-want:]
+        if posts:
+            await self.sink.ingest([to_incoming(w.ref, p, alert=False) for p in posts])
+        w.confirmed = max((m.id for m in got), default=0)
+        log.info("%s: new channel, starting after message %d", w.key, w.confirmed)
+
+    def _failed(self, key: str) -> None:
+        n = self._retry.get(key, (0, 0.0))[0] + 1
+        self._retry[key] = (n, time.monotonic() + min(RETRY_CAP, self.settings.sweep_interval * 2 ** (n - 1)))
+
+    async def _paced(self) -> None:
+        wait = self._last_paced + self._pace - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_paced = time.monotonic()
+
+    # --- handlers --------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        self._unregister()
+        chats = [utils.get_peer_id(types.PeerChannel(i)) for i in self._by_id]
+        if not chats:
+            return
+        self._handlers = [
+            (self._on_new, events.NewMessage(chats=chats)),
+            (self._on_album, events.Album(chats=chats)),
+            (self._on_edit, events.MessageEdited(chats=chats)),
+            (self._on_delete, events.MessageDeleted(chats=chats)),
+        ]
+        for callback, builder in self._handlers:
+            self.client.add_event_handler(callback, builder)
+
+    def _unregister(self) -> None:
+        for callback, builder in self._handlers:
+            self.client.remove_event_handler(callback, type(builder))
+        self._handlers = []
+
+    def _watched_for(self, chat_id: int | None) -> _Watched | None:
+        if chat_id is None:
+            return None
+        return self._by_id.get(utils.resolve_id(chat_id)[0])
+
+    async def _on_new(self, event: events.NewMessage.Event) -> None:
+        if event.message.grouped_id is not None:
+            return  # album parts arrive as one Album event
+        w = self._watched_for(event.chat_id)
+        if w is not None:
+            await self._live(w, [event.message])
+
+    async def _on_album(self, event: events.Album.Event) -> None:
+        gid = event.grouped_id
+        _forget_album(self.client, gid)
+        w = self._watched_for(event.chat_id)
+        if w is None:
+            return
+        if gid in self._recent_albums:
+            # Parts that came after Telethon delivered the album: the post exists already.
+            hi = max(m.id for m in event.messages)
+            async with w.lock:
+                if min(m.id for m in event.messages) == w.confirmed + 1:
+                    w.confirmed = hi
+            return
+        await self._live(w, list(event.messages))
+        self._recent_albums[gid] = None
+        while len(self._recent_albums) > RECENT_ALBUMS:
+            self._recent_albums.popitem(last=False)
+
+    async def _on_edit(self, event: events.MessageEdited.Event) -> None:
+        w = self._watched_for(event.chat_id)
+        if w is None:
+            return
+        msg = event.message
+        try:
+            async with w.lock:
+                if msg.id > w.confirmed:
+                    # An edit of a post not yet seen: the catch-up fetches its current version.
+                    await self._sweep_locked(w)
+                    return
+                parts = [msg]
+                if msg.grouped_id is not None:
+                    parts = await self._album_around(w, msg)
+                await self.sink.ingest([to_incoming(w.ref, parts)])
+        except (*SESSION_ERRORS, SessionError) as e:
+            await self._stop_for_session(e)
+        except Exception:
+            log.exception("%s: edit of message %d not stored (sweeps do not see edits)", w.key, msg.id)
+
+    async def _on_delete(self, event: events.MessageDeleted.Event) -> None:
+        w = self._watched_for(event.chat_id)
+        if w is None:
+            return
+        try:
+            await self.sink.delete(w.ref, list(event.deleted_ids))
+        except Exception:
+            log.exception("%s: deletion of %s not recorded", w.key, event.deleted_ids)
+
+    async def _live(self, w: _Watched, parts: list[Message]) -> None:
+        lo, hi = min(m.id for m in parts), max(m.id for m in parts)
+        try:
+            async with w.lock:
+                if hi <= w.confirmed:
+                    return  # a catch-up already handed it over
+                if lo == w.confirmed + 1:
+                    await self.sink.ingest([to_incoming(w.ref, parts)])
+                    w.confirmed = hi
+                    self.health.posted(w.key, parts[0].date)
+                else:
+                    # Something between the last seen post and this one did not arrive (or was a
+                    # service message, or was deleted): fetch the range, this post included, in order.
+                    await self._sweep_locked(w)
+                    if lo == w.confirmed + 1:
+                        # The history did not show it yet; the update itself is as good.
+                        await self.sink.ingest([to_incoming(w.ref, parts)])
+                        w.confirmed = hi
+        except (*SESSION_ERRORS, SessionError) as e:
+            await self._stop_for_session(e)
+        except Exception as e:
+            # Not lost: `confirmed` did not move, so the next sweep fetches it again.
+            log.warning("%s: live post %d not stored yet (%s); the next sweep retries", w.key, lo, e)
+
+    async def _album_around(self, w: _Watched, msg: Message) -> list[Message]:
+        lo = max(0, msg.id - ALBUM_LOOKBACK // 2)
+        got = await self._call(
+            lambda: self.client.get_messages(
+                w.peer, min_id=lo, max_id=msg.id + ALBUM_LOOKBACK // 2, reverse=True, limit=ALBUM_LOOKBACK
+            ),
+            w.key,
+        )
+        parts = [m for m in got if isinstance(m, types.Message) and m.grouped_id == msg.grouped_id]
+        return parts or [msg]
+
+    # --- sweeps ----------------------------------------------------------------------------------
+
+    def _find(self, channel: ChannelRef | str) -> _Watched:
+        if isinstance(channel, ChannelRef):
+            if channel.tg_id is not None and channel.tg_id in self._by_id:
+                return self._by_id[channel.tg_id]
+            channel = channel.key
+        for k, w in self._watched.items():
+            if channel in (k, w.key):
+                return w
+        raise KeyError(f"not a watched channel: {channel}")
+
+    async def _sweep_guarded(self, w: _Watched) -> int:
+        try:
+            async with w.lock:
+                return await self._sweep_locked(w)
+        except SessionError:
+            raise
+        except Exception:
+            return 0  # reported by _sweep_locked
+
+    async def _sweep_locked(self, w: _Watched) -> int:
+        try:
+            new = await self._catch_up(w)
+        except SESSION_ERRORS as e:
+            self.health.swept(w.key, ok=False, error="session lost")
+            await self._session_lost(e)
+        except Exception as e:
+            error = _describe(e)
+            self.health.swept(w.key, ok=False, error=error)
+            await self._problem(w.key, "sweep", f"cannot catch up on {w.key}: {error}")
+            raise
+        if new:
+            metrics.POSTS_RECOVERED.labels(channel=w.key).inc(new)
+        self.health.swept(w.key)
+        self._clear_problem(w.key)
+        return new
+
+    async def _catch_up(self, w: _Watched) -> int:
+        """Fetch every message after `confirmed` (in 100-message pages), album parts grouped."""
+        floor = w.confirmed  # groups whose first part is at or below this are already stored
+        after = max(0, floor - ALBUM_LOOKBACK)
+        pending: list[Message] = []
+        new = 0
+        seen_max = floor
+
+        async def flush(final: bool) -> None:
+            nonlocal pending, new
+            keep: list[Message] = []
+            if not final and pending and pending[-1].grouped_id is not None:
+                # The album may go on in the next page: keep it together.
+                gid = pending[-1].grouped_id
+                keep = [m for m in pending if m.grouped_id == gid]
+                pending = [m for m in pending if m.grouped_id != gid]
+            posts = [p for p in group_posts(pending) if p[0].id > floor]
+            if posts:
+                result: IngestResult = await self.sink.ingest([to_incoming(w.ref, p) for p in posts])
+                new += result.new
+                self.health.posted(w.key, posts[-1][0].date)
+            w.confirmed = max(w.confirmed, max((m.id for m in pending), default=0))
+            pending = keep
+
+        while True:
+            try:
+                # wait_time=0: Telethon would otherwise pause 1 s between pages of an unbounded
+                # iteration; Telegram's own limit is a FloodWait, which is slept through below.
+                pages = self.client.iter_messages(w.peer, min_id=after, reverse=True, wait_time=0)
+                async for m in pages:
+                    after = m.id
+                    if isinstance(m, types.Message):
+                        pending.append(m)
+                    seen_max = max(seen_max, m.id)
+                    if len(pending) >= FLUSH_EVERY:
+                        await flush(final=False)
+                break
+            except errors.FloodWaitError as e:
+                # Resume after the last message received: nothing is fetched twice or skipped.
+                await self._flood(e, w.key)
+        await flush(final=True)
+        w.confirmed = max(w.confirmed, seen_max)
+        return new
+
+    # --- FloodWait, ops --------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], Awaitable[T]], key: str | None) -> T:
+        """Run a request, sleeping through every FloodWait and trying again."""
+        while True:
+            try:
+                return await fn()
+            except errors.FloodWaitError as e:
+                await self._flood(e, key)
+
+    async def _flood(self, e: errors.FloodWaitError, key: str | None) -> None:
+        seconds = float(e.seconds)
+        what = type(e.request).__name__ if getattr(e, "request", None) is not None else "request"
+        metrics.FLOOD_WAIT_SECONDS.inc(seconds)
+        self.health.flood_wait(seconds, key)
+        log.warning("FloodWait of %ds on %s (%s): sleeping through it", seconds, what, key or "-")
+        if seconds > self.settings.flood_wait_alert:
+            notice = f"Telegram FloodWait of {seconds:.0f}s on {what}"
+            await self._notice("floodwait", key or "telegram", notice)
+        await asyncio.sleep(seconds)
+
+    async def _problem(self, key: str, kind: str, message: str) -> None:
+        self.health.swept(key, ok=False, error=message)
+        log.warning("%s", message)
+        if (kind, key) not in self._problems:
+            self._problems.add((kind, key))
+            await self._notice(kind, key, message)
+
+    def _clear_problem(self, key: str) -> None:
+        self._problems = {p for p in self._problems if p[1] != key}
+
+    async def _notice(self, kind: str, key: str, message: str) -> None:
+        if self._ops is None:
+            return
+        try:
+            await self._ops(f"telegram.{kind}", message)
+        except Exception:
+            log.exception("ops notice not sent: %s", message)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, errors.ChannelPrivateError | errors.ChannelInvalidError):
+        return "the channel is private or unavailable"
+    if isinstance(e, errors.RPCError):
+        return f"Telegram error {type(e).__name__}"
+    return f"{type(e).__name__}: {e}"[:200]
+
+
+def _forget_album(client: TelegramClient, grouped_id: int | None) -> None:
+    # Telethon 1.45 keeps every album it has merged in `client._albums` and never removes them: over
+    # months that grows without bound. Drop ours once delivered; `prune_albums` sweeps the rest.
+    albums = getattr(client, "_albums", None)
+    if isinstance(albums, dict):
+        albums.pop(grouped_id, None)
+
+
+def prune_albums(client: TelegramClient, older_than: float = 5.0) -> int:
+    """Drop Telethon's delivered album merges (from any chat). Returns how many were dropped."""
+    albums = getattr(client, "_albums", None)
+    if not isinstance(albums, dict):
+        return 0
+    now = client.loop.time()
+    stale = [gid for gid, hack in albums.items() if getattr(hack, "_due", now) < now - older_than]
+    for gid in stale:
+        albums.pop(gid, None)
+    return len(stale)

@@ -1,0 +1,71 @@
+"""Choosing the session `run` uses, and keeping it private."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from telethon.crypto import AuthKey
+from telethon.sessions import SQLiteSession, StringSession
+
+from bot.errors import InputError
+from bot.settings import Settings
+from bot.sources import login
+from bot.sources.telegram import SessionError
+
+
+def settings(tmp_path: Path, **kw: object) -> Settings:
+    return Settings(_env_file=None, data_dir=tmp_path / "data", **kw)
+
+
+def a_string_session() -> str:
+    s = StringSession()
+    s.set_dc(2, "149.154.167.51", 443)
+    s.auth_key = AuthKey(bytes(range(256)))
+    return s.save()
+
+
+async def test_missing_api_credentials_say_where_to_get_them(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="TELEGRAM_API_ID and TELEGRAM_API_HASH"):
+        login.make_client(settings(tmp_path))
+
+
+async def test_no_session_says_how_to_log_in(tmp_path: Path) -> None:
+    with pytest.raises(SessionError, match="tgsentinel login"):
+        login.make_client(settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32))
+
+
+@pytest.mark.parametrize("secret", ["1QUFBQUFBQUFB", "9" + "x" * 40, "1!!!"])
+async def test_a_broken_string_session_is_one_line_without_the_secret(tmp_path: Path, secret: str) -> None:
+    s = settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32, TELEGRAM_SESSION=secret)
+    with pytest.raises(SessionError) as info:
+        login.make_client(s)
+    assert "TELEGRAM_SESSION" in str(info.value) and secret not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+async def test_string_session_is_preferred_and_floodwaits_reach_the_source(tmp_path: Path) -> None:
+    s = settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32, TELEGRAM_SESSION=a_string_session())
+    client = login.make_client(s)
+    assert isinstance(client.session, StringSession)
+    assert client.session.dc_id == 2
+    assert client.flood_sleep_threshold == 0
+    assert not (tmp_path / "data").exists()  # nothing written to disk
+
+
+async def test_session_file_under_the_data_dir_is_used_when_present(tmp_path: Path) -> None:
+    s = settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32)
+    path = login.session_path(s)
+    path.parent.mkdir(parents=True)
+    SQLiteSession(str(path)).close()
+    client = login.make_client(s)
+    assert isinstance(client.session, SQLiteSession)
+    assert Path(client.session.filename) == path
+    client.session.close()
+
+
+def test_session_file_is_created_private(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "telegram.session"
+    login._private_file(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
