@@ -267,8 +267,15 @@ def main() -> None:
     for name in ("alembic", "httpx", "httpcore", "telethon"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _register_subapps()
+    from bot.config import ConfigError
+
     try:
         app()  # standalone: usage errors exit 2 with click's message
+    except ConfigError as exc:
+        # The same FILE:LINE lines `rules check` prints, so an editor or CI can jump to them.
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        sys.exit(exc.exit_code)
     except InputError as exc:
         typer.echo(f"tgsentinel: {exc}", err=True)
         sys.exit(exc.exit_code)

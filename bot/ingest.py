@@ -227,7 +227,7 @@ def _entities(item: Incoming) -> list[dict[str, Any]]:
 
 def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime) -> dict[str, Any]:
     fwd = item.forward
-    return {
+    columns = {
         "channel_id": channel_id,
         "msg_id": item.message_id,
         "date": item.date,
@@ -251,10 +251,19 @@ def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime)
         "created_at": stamp,
         "updated_at": stamp,
     }
+    for name, value in columns.items():
+        if isinstance(value, str):
+            columns[name] = _storable(value)
+    return columns
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a post must not be lost for one stray control character.
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _edited(row: Message, item: Incoming, content: Content) -> bool:
-    return row.raw_text != item.text or list(row.media) != list(content.media)
+    return row.raw_text != _storable(item.text) or list(row.media) != list(content.media)
 
 
 def _match(session: Session, matcher: Matcher, changed: list[Changed], stamp: datetime) -> int:

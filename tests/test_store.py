@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.app import dump_items
+from bot.ingest import Ingest
 from bot.parse import read_dump
 from bot.parse.model import Entity
 from bot.sources.model import ChannelRef, Incoming
@@ -128,3 +131,48 @@ async def test_entities_are_stored_and_win_for_hashtags(sink, store):
         msg = s.scalar(select(Message))
     assert msg.urls == ["https://x.example/a"]
     assert msg.entities == [{"type": "text_url", "offset": 0, "length": 12, "url": "https://x.example/a"}]
+
+
+_line = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(
+    lambda s: s.strip() and "\n" not in s and "\r" not in s
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.lists(_line, min_size=1, max_size=6), min_size=1, max_size=6), st.text(min_size=1, max_size=8)
+)
+def test_replay_is_idempotent_for_any_dump(store, posts, name):
+    """Whatever the dump, the second replay stores nothing new and changes nothing."""
+    text = "\n".join(f"Forwarded from Somebody\n{chr(10).join(p)}\n{chr(10).join(p)}" for p in posts)
+    ingest = Ingest(store)
+    channel = "".join(ch for ch in name if ch.isalnum()) or "x"
+    first, _ = ingest.ingest_sync(dump_items(text, channel))
+    second, _ = ingest.ingest_sync(dump_items(text, channel))
+    assert second.new == second.updated == 0
+    assert second.unchanged == second.read == first.read
+
+
+async def test_a_post_seen_by_the_web_preview_and_by_telethon_is_one_post(sink, store):
+    web = ChannelRef(tg_id=1006, username="MFARussia", title="MFA Russia")  # data-view gives the id
+    live = ChannelRef(tg_id=1006, username="mfarussia", title="MFA Russia", access_hash=77)
+    await sink.ingest([Incoming(channel=web, message_id=500, text="Statement #CIS")])
+    result = await sink.ingest([Incoming(channel=live, message_id=500, text="Statement #CIS")])
+    assert (result.new, result.unchanged) == (0, 1)
+    assert _count(store, Message) == 1 and _count(store, Channel) == 1
+
+
+def test_retention_prunes_old_messages_and_sent_deliveries_but_never_the_cursor(store):
+    from bot.store.maintenance import prune
+
+    ingest = Ingest(store)
+    ingest.ingest_sync([Incoming(channel=CHAN, message_id=i, text=f"post {i}") for i in (1, 2)])
+    with Session(store) as s, s.begin():
+        s.execute(
+            update(Message).where(Message.msg_id == 1).values(created_at=datetime(2020, 1, 1, tzinfo=UTC))
+        )
+    removed = prune(store, older_than=90 * 86400)
+    assert removed["messages"] == 1
+    with Session(store) as s:
+        assert list(s.scalars(select(Message.msg_id))) == [2]
+        assert s.scalar(select(Channel.last_seen_id)) == 2

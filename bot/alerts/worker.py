@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot import metrics
@@ -69,10 +70,23 @@ class Worker:
         self._wake.set()
 
     async def run(self) -> None:
+        failures = 0
         while True:
             # Clear before looking, not after: a commit that lands while we look must wake the next wait.
             self._wake.clear()
-            if await self.run_once():
+            try:
+                handled = await self.run_once()
+                failures = 0
+            except (DBAPIError, OSError) as exc:
+                # The database went away: nothing is lost (the rows wait in it), so back off and retry.
+                failures += 1
+                delay = self.retry.backoff(failures) + 1.0
+                log.warning(
+                    "delivery worker: database unavailable (%s); retrying in %.0fs", _short(exc), delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            if handled:
                 continue
             with contextlib.suppress(TimeoutError):  # polling: the fallback when nothing woke us
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
@@ -197,6 +211,10 @@ class Worker:
                 self.ops_destination,
                 f"dead letter: alert {view.rule_id} to {d.destination}: {reason}",
             )
+
+
+def _short(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def build_view(session: Session, alert_id: int) -> AlertView:

@@ -36,8 +36,8 @@ from bot.sources.webpage import NotAChannelPage, Page, parse_page
 
 log = logging.getLogger(__name__)
 
-PROJECT_URL = "https://github.com/tgsentinel/tgsentinel"
-USER_AGENT = f"tgsentinel/{__version__} (+{PROJECT_URL}; public channel monitor)"
+# Honest: says what we are, so t.me's operators can tell a monitor from a browser.
+USER_AGENT = f"tgsentinel/{__version__} (public channel monitor; polls t.me/s previews)"
 
 SOURCE = "web"
 _BACKOFF_CAP = 900.0  # seconds: the longest an erroring channel waits between tries

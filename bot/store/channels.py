@@ -38,7 +38,7 @@ def upsert(session: Session, ref: ChannelRef) -> Channel:
             tg_id=ref.tg_id,
             username=ref.username.lower() if ref.username and not ref.dump else None,
             dump=ref.key if ref.dump else None,
-            title=ref.title or (ref.dump if ref.dump else ref.username),
+            title=_text(ref.title or (ref.dump if ref.dump else ref.username)),
             access_hash=ref.access_hash,
             created_at=now(),
         )
@@ -55,12 +55,17 @@ def upsert(session: Session, ref: ChannelRef) -> Channel:
             taken.username = None
             session.flush()
         row.username = ref.username.lower()
-    if ref.title and row.title != ref.title:
-        row.title = ref.title
+    if ref.title and row.title != _text(ref.title):
+        row.title = _text(ref.title)
     if ref.access_hash is not None and row.access_hash != ref.access_hash:
         row.access_hash = ref.access_hash
         row.resolved_at = now()
     return row
+
+
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL.
+    return value.replace("\x00", "\ufffd") if value else value
 
 
 def to_ref(row: Channel) -> ChannelRef:
