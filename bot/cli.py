@@ -67,27 +67,14 @@ def parse(
     format: Annotated[str, typer.Option("--format", help="jsonl or table")] = "jsonl",
 ) -> None:
     """Split a channel dump into clean posts and print them."""
-    from bot.parse import parse_dump
+    from bot.parse import as_record, parse_dump
 
     if format not in ("jsonl", "table"):
         raise InputError(f"--format: {format!r} is not one of jsonl, table")
     posts = parse_dump(_read_input(file))
     if format == "jsonl":
-        out = sys.stdout
         for post in posts:
-            c = post.content
-            row = {
-                "index": post.index,
-                "forwarded_from": post.forwarded_from,
-                "title": c.title,
-                "text": c.text,
-                "hashtags": list(c.hashtags),
-                "mentions": list(c.mentions),
-                "urls": list(c.urls),
-                "media": list(c.media),
-                "fingerprint": c.fingerprint,
-            }
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(as_record(post), ensure_ascii=False) + "\n")
         return
     from rich.console import Console
     from rich.table import Table

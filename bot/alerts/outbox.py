@@ -171,8 +171,7 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
 
     `stamp` is the moment to judge windows by (tests pass a later one); the follow-ups are due now.
     """
-    created_at = now()
-    stamp = stamp or created_at
+    stamp = stamp or now()
     due = session.execute(
         select(Delivery, Alert)
         .join(Alert, Alert.id == Delivery.alert_id)
@@ -182,7 +181,7 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
     groups: dict[tuple[str, str], list[tuple[Delivery, Alert]]] = {}
     for delivery, alert in due:
         groups.setdefault((delivery.hold_key or "", delivery.destination), []).append((delivery, alert))
-    created: list[Delivery] = []
+    created: list[int] = []
     for (hold_key, destination), rows in groups.items():
         kind = "digest" if hold_key.startswith("digest:") else "followup"
         first = rows[0][1]
@@ -191,54 +190,36 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
             summary = f"Digest for rule {first.rule_id}: {n} match{'es' if n != 1 else ''}"
         else:
             summary = f"+{n} more match{'es' if n != 1 else ''} for rule {first.rule_id}"
-        follow = Alert(
-            key=new_key(),
-            kind=kind,
-            rule_id=first.rule_id,
-            severity=first.severity,
-            channel_id=first.channel_id if kind == "followup" else None,
-            fingerprint=None,
-            also_seen_in=[],
-            summary=summary,
-            items=[a.id for _, a in rows],
-            created_at=created_at,
-        )
-        session.add(follow)
-        session.flush()
         for delivery, _ in rows:
             delivery.status = "folded"
         created.append(
-            Delivery(
-                alert_id=follow.id,
-                destination=destination,
-                status="pending",
-                attempts=0,
-                next_attempt_at=created_at,
-                created_at=created_at,
+            _send_one(
+                session,
+                destination,
+                kind=kind,
+                rule_id=first.rule_id,
+                severity=first.severity,
+                channel_id=first.channel_id if kind == "followup" else None,
+                summary=summary,
+                items=[a.id for _, a in rows],
             )
         )
-    session.add_all(created)
-    session.flush()
-    return [d.id for d in created]
+    return created
 
 
 def ops_notice(session: Session, destination: str, summary: str, kind: str = "ops") -> int:
     """An operational problem told to the ops destination, through the same outbox."""
+    return _send_one(session, destination, kind="ops", rule_id=kind, severity="high", summary=summary)
+
+
+def _send_one(session: Session, destination: str, **alert: Any) -> int:
+    """A new alert that is not a match (a follow-up, a digest, an ops notice), due to one destination now."""
     stamp = now()
-    alert = Alert(
-        key=new_key(),
-        kind="ops",
-        rule_id=kind,
-        severity="high",
-        also_seen_in=[],
-        summary=summary,
-        items=[],
-        created_at=stamp,
-    )
-    session.add(alert)
+    row = Alert(key=new_key(), also_seen_in=[], created_at=stamp, **{"items": [], **alert})
+    session.add(row)
     session.flush()
     delivery = Delivery(
-        alert_id=alert.id,
+        alert_id=row.id,
         destination=destination,
         status="pending",
         attempts=0,
