@@ -226,8 +226,8 @@ async def replay(
                 for key in totals:
                     totals[key] += getattr(result, key)
                 for msg_id, rule, terms in result.new_matches:
-                    post = items[msg_id - 1]
-                    title = post.text.split("\n", 1)[0]
+                    content = items[msg_id - 1].content
+                    title = content.title if content else ""
                     out.write(
                         json.dumps(
                             {"index": msg_id - 1, "rule": rule, "terms": list(terms), "title": title},
@@ -288,10 +288,13 @@ def _show(store: Engine, channel: str, stream: TextIO) -> None:
             .where(Channel.dump == f"dump:{channel}")
             .order_by(Message.msg_id)
         ).all()
-    table = Table("id", "title", "hashtags", "media", "forwarded from", title=f"dump:{channel}")
+    table = Table(title=f"dump:{channel}: {len(rows)} posts stored")
+    table.add_column("id", justify="right", min_width=2)
+    for name, width in (("title", 60), ("hashtags", 30), ("media", 11), ("forwarded from", 16)):
+        table.add_column(name, no_wrap=True, max_width=width, min_width=min(width, 11), overflow="ellipsis")
     for msg_id, title, hashtags, media, fwd in rows:
-        table.add_row(str(msg_id), title[:70], " ".join(hashtags), ",".join(media), fwd or "")
-    Console(file=stream).print(table)
+        table.add_row(str(msg_id), title, " ".join(f"#{h}" for h in hashtags), ",".join(media), fwd or "")
+    Console(file=stream, width=None if stream.isatty() else 130).print(table)
 
 
 def has_credentials(settings: Settings) -> bool:
