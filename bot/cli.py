@@ -245,13 +245,47 @@ def _register_subapps() -> None:
     app.add_typer(silence_app, name="silence")
 
 
-def main() -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (TGSENTINEL_LOG_FORMAT=json)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _logging() -> None:
+    from pydantic import ValidationError
+
+    from bot.settings import Settings
+
+    try:
+        settings = Settings()
+        fmt, level = settings.log_format.lower(), settings.log_level.upper()
+    except ValidationError:
+        fmt, level = "text", "INFO"  # the command itself reports the bad setting, in one line
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level if level in logging.getLevelNamesMapping() else "INFO", handlers=[handler]
     )
+
+
+def main() -> None:
+    _logging()
     # Alembic announces every migration context at INFO: noise in a CLI. httpx logs every request's
     # full URL at INFO, and a Slack/Discord webhook URL or a Bot API URL *is* the secret.
-    for name in ("alembic", "httpx", "httpcore", "telethon"):
+    # APScheduler logs every run of every job at INFO.
+    for name in ("alembic", "httpx", "httpcore", "telethon", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _register_subapps()
     from bot.config import ConfigError

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     api_hash: str | None = Field(default=None, validation_alias=AliasChoices("TELEGRAM_API_HASH"), repr=False)
     session: str | None = Field(default=None, validation_alias=AliasChoices("TELEGRAM_SESSION"), repr=False)
 
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+
     # Health and metrics HTTP server.
     http_host: str = "0.0.0.0"
     http_port: int = 8080
