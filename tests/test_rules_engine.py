@@ -193,6 +193,29 @@ def test_many_rules_sharing_terms_and_keys() -> None:
     assert ids(engine, "global majority") == ["a", "b", "c", "d"]
 
 
+def test_word_terms_inside_and_around_each_other() -> None:
+    # Word terms that are prefixes, suffixes and infixes of each other and of the text's words: each
+    # hits only where it is a whole word, however the automaton's matches overlap.
+    engine = Engine(
+        [
+            rule("sank", {"any": ["санк"]}),
+            rule("sankcii", {"any": ["санкции"]}),
+            rule("kcii", {"any": ["кции"]}),
+            rule("sankciyam", {"any": ["санкциям"]}),
+            rule("prefix", {"any": ["санкци*"]}),
+        ]
+    )
+    text = "Санкции, санкциями и санк; а кции — санкциям."
+    found = {m.rule_id: [text[h.start : h.end] for h in m.hits] for m in engine.match(MatchInput(text))}
+    assert found == {
+        "sank": ["санк"],
+        "sankcii": ["Санкции"],
+        "kcii": ["кции"],
+        "sankciyam": ["санкциям"],
+        "prefix": ["Санкции", "санкциями", "санкциям"],
+    }
+
+
 def test_empty_rule_set() -> None:
     assert Engine([]).match(MatchInput("anything")) == []
 

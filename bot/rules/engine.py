@@ -1,15 +1,23 @@
-"""The rule engine: one Aho-Corasick automaton over every literal term, built once per rule set.
+"""The rule engine: Aho-Corasick automata over the literal terms, built once per rule set.
 
 Per post: normalise once, scan once, verify word boundaries on the candidates, then evaluate only
 the rules a verified term belongs to (plus the few rules that can match without any literal hit,
 such as `none`-only or regex-only groups).
+
+Word terms (one word of word characters only, the common case) get their own automaton in
+leftmost-longest mode. Such a term hits only as a whole run of word characters, and a pattern made of
+word characters cannot reach across a non-word character, so at the start of every run the
+leftmost-longest scan reports the longest term starting there: the run itself whenever it is a term.
+Non-overlapping matches keep the raw occurrences (and so the boundary checks) down to about one per
+word that contains a term. Prefixes, phrases and terms with other characters need every occurrence,
+so they share a second, overlapping automaton, usually over a handful of patterns.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +29,9 @@ from bot.rules.model import Hit, RuleMatch
 from bot.rules.terms import (
     HASHTAG,
     PREFIX,
+    WORD,
     Literal,
+    Normalised,
     compile_literal,
     compile_regex,
     hashtag_key,
@@ -36,6 +46,50 @@ log = logging.getLogger(__name__)
 REGEX_TIMEOUT = 0.05  # seconds per regex term and post: a catastrophic pattern must not stall the monitor
 _WORDS = regex.compile(r"\w*")
 _WORD = regex.compile(r"\w")
+_RUN = regex.compile(r"\w+")
+_DFA_LIMIT = 50_000  # word patterns
+
+
+class _WordChars(dict):
+    """char -> is it a word character (`regex`'s `\\w`); a dict lookup is much cheaper than a regex call."""
+
+    def __missing__(self, ch: str) -> bool:
+        value = self[ch] = _WORD.match(ch) is not None
+        return value
+
+
+_IS_WORD = _WordChars()
+
+
+# The engine builds a RuleMatch and its Hits for every match. A frozen dataclass's __init__ goes
+# through object.__setattr__ once per field, which costs about twice as much as creating the instance
+# and filling its slots directly; the result is the same frozen object.
+_new = object.__new__
+_hit_term, _hit_start, _hit_end = (getattr(Hit, f.name).__set__ for f in fields(Hit))
+_rm_id, _rm_severity, _rm_notify, _rm_terms, _rm_hits = (
+    getattr(RuleMatch, f.name).__set__ for f in fields(RuleMatch)
+)
+
+
+def _hit(term: str, start: int, end: int) -> Hit:
+    hit = _new(Hit)
+    _hit_term(hit, term)
+    _hit_start(hit, start)
+    _hit_end(hit, end)
+    return hit
+
+
+def _rule_match(
+    rule_id: str, severity: str, notify: tuple[str, ...], terms: tuple[str, ...], hits: tuple[Hit, ...]
+) -> RuleMatch:
+    match = _new(RuleMatch)
+    _rm_id(match, rule_id)
+    _rm_severity(match, severity)
+    _rm_notify(match, notify)
+    _rm_terms(match, terms)
+    _rm_hits(match, hits)
+    return match
+
 
 # Node kinds of a compiled group tree.
 _LIT, _RE, _GROUP = 0, 1, 2
@@ -62,6 +116,9 @@ class _Rule:
     notify: tuple[str, ...] = field(default=())
     severity: str = "medium"
     single: int | None = None  # the literal id when the whole rule is one literal term (the common case)
+    rule_id: str = ""
+    terms: tuple[str, ...] = ()  # what a single-term rule reports
+    plain: bool = True  # no scope, forwards or edits policy to check
 
 
 @lru_cache(maxsize=1024)
@@ -101,6 +158,11 @@ class Engine:
                 notify=tuple(rule.notify),
                 severity=str(rule.severity),
                 single=_single_literal(tree),
+                rule_id=rule.id,
+                plain=not rule.channels
+                and not rule.exclude_channels
+                and rule.forwards == "include"
+                and rule.edits == "rematch",
             )
             self._rules.append(compiled)
             if _needs_literal(tree):
@@ -109,14 +171,34 @@ class Engine:
                         lit_rules.setdefault(ident, []).append(compiled.index)
             else:
                 always.append(compiled.index)
-        self._always = always
+        for r in self._rules:
+            if r.single is not None:
+                r.terms = (self._literals[r.single].source,)
+        self._always = tuple(always)
         self._lit_rules = {k: tuple(dict.fromkeys(v)) for k, v in lit_rules.items()}
 
-        # One automaton key may serve several terms ("global" and "global majority").
+        # One automaton key may serve several terms ("global" and "global majority", "BRICS" and "brics").
+        words: dict[str, list[int]] = {}
         keys: dict[str, list[int]] = {}
         self._hashtags: dict[str, list[int]] = {}
         for ident, lit in enumerate(self._literals):
-            (self._hashtags if lit.kind == HASHTAG else keys).setdefault(lit.key, []).append(ident)
+            if lit.kind == HASHTAG:
+                self._hashtags.setdefault(lit.key, []).append(ident)
+            elif lit.kind == WORD and lit.phrase is None and _RUN.fullmatch(lit.key):
+                words.setdefault(lit.key, []).append(ident)
+            else:
+                keys.setdefault(lit.key, []).append(ident)
+        self._word_ids = [tuple(ids) for ids in words.values()]
+        self._words = (
+            ahocorasick_rs.AhoCorasick(
+                list(words),
+                matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST,
+                # The DFA scans fastest; past a point its build time and memory are not worth it.
+                implementation=ahocorasick_rs.Implementation.DFA if len(words) <= _DFA_LIMIT else None,
+            )
+            if words
+            else None
+        )
         self._patterns = [
             tuple(
                 (i, lit.bound_start, lit.bound_end, lit.phrase, lit.kind == PREFIX)
@@ -158,17 +240,27 @@ class Engine:
 
     # --- match --------------------------------------------------------------------------------
 
-    def match(self, post: MatchInput) -> list[RuleMatch]:
-        norm = normalise_mapped(post.text)
-        text = norm.text
+    def _scan(self, text: str) -> dict[int, list[tuple[int, int]]]:
+        """Verified occurrences of every literal term, as spans in the normalised text, by literal id."""
         hits: dict[int, list[tuple[int, int]]] = {}
+        n = len(text)
+        word = _IS_WORD
+        if self._words is not None:
+            word_ids = self._word_ids
+            for pattern, start, end in self._words.find_matches_as_indexes(text):
+                if (start and word[text[start - 1]]) or (end < n and word[text[end]]):
+                    continue
+                for ident in word_ids[pattern]:
+                    spans = hits.get(ident)
+                    if spans is None:
+                        hits[ident] = [(start, end)]
+                    else:
+                        spans.append((start, end))
         if self._automaton is not None:
-            n = len(text)
             patterns = self._patterns
-            word = _WORD.match
             for pattern, start, end in self._automaton.find_matches_as_indexes(text, overlapping=True):
                 for ident, bound_start, bound_end, phrase, prefix in patterns[pattern]:
-                    if bound_start and start and word(text, start - 1, start):
+                    if bound_start and start and word[text[start - 1]]:
                         continue
                     stop = end
                     if phrase is not None:
@@ -178,76 +270,99 @@ class Engine:
                         stop = m.end()
                     elif prefix:
                         stop = _WORDS.match(text, end).end()
-                    elif bound_end and end < n and word(text, end, end + 1):
+                    elif bound_end and end < n and word[text[end]]:
                         continue
                     spans = hits.get(ident)
                     if spans is None:
                         hits[ident] = [(start, stop)]
                     else:
                         spans.append((start, stop))
+        return hits
+
+    def match(self, post: MatchInput) -> list[RuleMatch]:
+        norm = normalise_mapped(post.text)
+        hits = self._scan(norm.text)
         if self._hashtags and post.hashtags:
             for tag in post.hashtags:
                 for ident in self._hashtags.get(hashtag_key(tag), ()):
-                    hits.setdefault(ident, []).extend(_hashtag_spans(text, self._literals[ident].key))
+                    hits.setdefault(ident, []).extend(_hashtag_spans(norm.text, self._literals[ident].key))
 
-        candidates = set(self._always)
+        lit_rules = self._lit_rules
+        candidates = list(self._always)
         for ident in hits:
-            candidates.update(self._lit_rules.get(ident, ()))
+            found = lit_rules.get(ident)
+            if found is not None:
+                candidates += found
         if not candidates:
             return []
-        names = _channel_keys(post.channel_names) if post.channel_names else frozenset()
-        state = _PostState(self, post.text, hits)
+        if len(candidates) > 1:
+            candidates = sorted(set(candidates))
+        names = None
+        state = _PostState(self, post.text, hits, norm)
+        hit_objects = state.hit_objects
+        identity = norm.origin is None
+        rules = self._rules
         out = []
-        for index in sorted(candidates):
-            r = self._rules[index]
-            rule = r.rule
-            if post.is_edit and rule.edits == "ignore":
+        for index in candidates:
+            r = rules[index]
+            if not r.plain:
+                rule = r.rule
+                if post.is_edit and rule.edits == "ignore":
+                    continue
+                if (rule.forwards == "exclude" and post.is_forward) or (
+                    rule.forwards == "only" and not post.is_forward
+                ):
+                    continue
+                if r.channels or r.exclude:
+                    if names is None:
+                        names = _channel_keys(post.channel_names) if post.channel_names else frozenset()
+                    if (r.channels and not (r.channels & names)) or (r.exclude and r.exclude & names):
+                        continue
+            ident = r.single
+            if ident is None:
+                if state.eval(r.tree):
+                    out.append(state.report(r))
                 continue
-            if (rule.forwards == "exclude" and post.is_forward) or (
-                rule.forwards == "only" and not post.is_forward
-            ):
-                continue
-            if (r.channels and not (r.channels & names)) or (r.exclude and r.exclude & names):
-                continue
-            if r.single is not None:
-                if r.single in hits:
-                    ident = r.single
-                    out.append(
-                        RuleMatch(
-                            r.rule.id,
-                            r.severity,
-                            r.notify,
-                            (self._literals[ident].source,),
-                            state.literal_hits(ident, norm),
-                        )
-                    )
-            elif state.eval(r.tree):
-                out.append(state.report(r, norm))
+            # A single-term rule is a candidate only because its term hit.
+            found = hit_objects.get(ident)
+            if found is None:
+                if identity:
+                    # Spans are already in the original text, one per start and in order (the common case).
+                    source = r.terms[0]
+                    found = tuple([_hit(source, s, e) for s, e in hits[ident]])
+                    hit_objects[ident] = found
+                else:
+                    found = state.literal_hits(ident)
+            out.append(_rule_match(r.rule_id, r.severity, r.notify, r.terms, found))
         return out
 
 
 class _PostState:
     """Per-post lazy regex evaluation, so a regex runs at most once per post and only when needed."""
 
-    __slots__ = ("engine", "hit_objects", "hits", "nfc", "raw", "regex_hits")
+    __slots__ = ("engine", "hit_objects", "hits", "nfc", "norm", "raw", "regex_hits")
 
-    def __init__(self, engine: Engine, raw: str, hits: dict[int, list[tuple[int, int]]]) -> None:
+    def __init__(
+        self, engine: Engine, raw: str, hits: dict[int, list[tuple[int, int]]], norm: Normalised
+    ) -> None:
         self.engine = engine
         self.raw = raw
         self.hits = hits
+        self.norm = norm
         self.nfc = None
         self.regex_hits: dict[int, list[tuple[int, int]]] = {}
         self.hit_objects: dict[int, tuple[Hit, ...]] = {}
 
-    def literal_hits(self, ident: int, norm: Any) -> tuple[Hit, ...]:
+    def literal_hits(self, ident: int) -> tuple[Hit, ...]:
         """A literal's hits in original-text positions, built once per post however many rules share it."""
         found = self.hit_objects.get(ident)
         if found is None:
+            norm = self.norm
             source = self.engine._literals[ident].source
             spans = self.hits[ident]
             if norm.origin is None:
                 # The automaton reports one occurrence per start, in order: nothing to merge or sort.
-                found = tuple([Hit(source, s, e) for s, e in spans])
+                found = tuple([_hit(source, s, e) for s, e in spans])
             else:
                 found = tuple(sorted({Hit(source, *norm.span(s, e)) for s, e in spans}, key=_hit_key))
             self.hit_objects[ident] = found
@@ -291,7 +406,7 @@ class _PostState:
                 return False
         return True
 
-    def report(self, r: _Rule, norm: Any) -> RuleMatch:
+    def report(self, r: _Rule) -> RuleMatch:
         terms: dict[str, None] = {}
         spans: set[Hit] = set()
         for kind, ident in r.positive:
@@ -300,7 +415,7 @@ class _PostState:
                 if found is None:
                     continue
                 terms[self.engine._literals[ident].source] = None
-                spans.update(self.literal_hits(ident, norm))
+                spans.update(self.literal_hits(ident))
             else:
                 found = self.regex(ident)
                 if not found:
@@ -308,7 +423,7 @@ class _PostState:
                 source = self.engine._regexes[ident][0]
                 terms[source] = None
                 spans.update(Hit(source, s, e) for s, e in found)
-        return RuleMatch(r.rule.id, r.severity, r.notify, tuple(terms), tuple(sorted(spans, key=_hit_key)))
+        return RuleMatch(r.rule_id, r.severity, r.notify, tuple(terms), tuple(sorted(spans, key=_hit_key)))
 
 
 def _hit_key(hit: Hit) -> tuple[int, int, str]:

@@ -68,6 +68,9 @@ def _chunks(text: str):
 
 def normalise_mapped(text: str, fold: bool = True) -> Normalised:
     """Normalise `text` (folded for terms and words, or NFC only for regex terms), keeping the map."""
+    if text.isascii():
+        # ASCII is its own NFKC and NFC, holds no zero-width characters or ё, and folds by lower().
+        return Normalised(text.lower() if fold else text, None)
     if fold:
         # str methods rather than a regex or translate(): this runs for every post.
         if unicodedata.is_normalized("NFKC", text) and not any(c in text for c in ZERO_WIDTH):
