@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -456,28 +457,37 @@ class Monitor:
 
 async def run_monitor(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT; finish the post in hand and stop within 10 s."""
+    from bot.sources.telegram import SessionError
+
+    try:
+        await _run(settings)
+    except SessionError as exc:
+        # A revoked or missing session: say how to log in, and exit non-zero instead of idling.
+        raise InputError(str(exc)) from None
+
+
+async def _run(settings: Settings) -> None:
     import signal
 
     monitor = Monitor(settings)
+    started = datetime.now().astimezone()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await monitor.start()
-    waiter = asyncio.create_task(monitor.wait())
-    stopper = asyncio.create_task(stop.wait())
     try:
+        await monitor.start()
+        waiter = asyncio.create_task(monitor.wait())
+        stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if waiter.done() and waiter.exception() is not None:
+            # Dying for a reason (a revoked session): let the ops notice about it out first.
+            with contextlib.suppress(Exception):
+                await monitor.pipeline.drain(started, timeout=3)
+            raise waiter.exception()  # type: ignore[misc]
+        waiter.cancel()
     finally:
         log.info("stopping")
-        stopper.cancel()
-        waiter.cancel()
-        await asyncio.wait_for(monitor.stop(), timeout=8)
-    if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
-        exc = waiter.exception()
-        from bot.sources.telegram import SessionError
-
-        if isinstance(exc, SessionError):
-            raise InputError(str(exc)) from None
-        raise exc  # type: ignore[misc]
-    log.info("stopped")
+        await asyncio.wait_for(monitor.stop(), timeout=6)
+        log.info("stopped")

@@ -123,3 +123,27 @@ def test_run_without_credentials_watches_the_web_preview_alerts_new_posts_and_st
     assert "Traceback" not in log
     assert "/hook" not in log  # a webhook URL's path is a secret
     assert len(hooks) == 1  # nothing sent twice
+
+
+def test_run_with_a_broken_session_says_how_to_log_in_and_exits_non_zero(tmp_path):
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TGSENTINEL_", "TELEGRAM_", "DATABASE_URL"))
+    }
+    env.update(
+        TELEGRAM_API_ID="12345",
+        TELEGRAM_API_HASH="0123456789abcdef0123456789abcdef",
+        TELEGRAM_SESSION="1NotAStringSession",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'run.db'}",
+        TGSENTINEL_RULES_DIR=str(ROOT / "rules"),
+        TGSENTINEL_HTTP_HOST="127.0.0.1",
+        TGSENTINEL_HTTP_PORT=str(free_port()),
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"], cwd=tmp_path, env=env, capture_output=True, timeout=60
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2
+    assert "tgsentinel login" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert "0123456789abcdef" not in err and "1NotAStringSession" not in err  # secrets stay out of logs
