@@ -8,7 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -19,6 +21,30 @@ from bot.settings import Settings
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = FIXTURES / "mfa_channel_dump.txt"
 PG_URL = os.environ.get("TGSENTINEL_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HTTPServer]:
+    """A threaded recording HTTP server on 127.0.0.1, shared by a module's tests."""
+    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    srv.start()
+    yield srv
+    srv.clear()
+    srv.stop()
+
+
+@pytest.fixture
+def http(server: HTTPServer) -> Iterator[HTTPServer]:
+    """That server, with no expectations or log left from the test before."""
+    server.clear()
+    yield server
+    server.clear()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5.0) as c:
+        yield c
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

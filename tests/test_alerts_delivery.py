@@ -6,7 +6,7 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,28 +35,6 @@ SECRETS = ("SLACKSECRETPATH", "DISCORDSECRETTOKEN", "WEBHOOKSECRETPATH", "TELEGR
 FAST = RatePolicy(slack_interval=0.0, telegram_interval=0.0, telegram_group=(1000, 1.0))
 KINDS = ["slack", "discord", "telegram", "webhook"]
 PATHS = {"slack": SECRET_PATH, "discord": DISCORD_PATH, "telegram": TELEGRAM_PATH, "webhook": WEBHOOK_PATH}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    srv.stop()
-
-
-@pytest.fixture
-def http(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0) as c:
-        yield c
 
 
 def destination(kind: str, server: HTTPServer, **kw: Any):

@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -44,28 +43,6 @@ HOSTILE = (
 )
 LONG = HOSTILE + "the grid is down " + "x" * 10_000
 HIT = Hit("grid", LONG.index("grid"), LONG.index("grid") + 4)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    srv.stop()
-
-
-@pytest.fixture
-def http(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0) as c:
-        yield c
 
 
 def alert(**kw: Any) -> AlertView:
