@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint bench schema clean
+.PHONY: install run demo test bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,10 +23,13 @@ test: $(STAMP)
 	$(BIN)/ruff check bot tests
 	$(BIN)/pytest -q
 
+# The issues' floors are for one core: taskset pins each benchmark to core 0.
 bench: $(STAMP)
 	taskset -c 0 $(BIN)/tgsentinel bench parse
 	taskset -c 0 $(BIN)/tgsentinel bench replay
 	taskset -c 0 $(BIN)/tgsentinel bench match
+	taskset -c 0 $(BIN)/tgsentinel bench delivery
+	$(BIN)/tgsentinel bench dispatch --posts 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
