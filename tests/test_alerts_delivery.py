@@ -184,6 +184,16 @@ async def test_client_errors_are_permanent(
     no_secrets(str(got))
 
 
+async def test_a_deleted_discord_webhook_is_gone(http: HTTPServer, client: httpx.AsyncClient) -> None:
+    http.expect_request(DISCORD_PATH).respond_with_json(
+        {"message": "Unknown Webhook", "code": 10015}, status=404
+    )
+    sender = build_sender(destination("discord", http), client, limits=RateLimits(FAST))
+    got = await outcome(sender, alert())
+    assert isinstance(got, Permanent) and got.gone is True
+    no_secrets(str(got))
+
+
 def stamping(kind: str, times: list[float]) -> Callable[[Request], Response]:
     def handler(request: Request) -> Response:
         times.append(time.monotonic())

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from bot.alerts.config import DiscordDestination
-from bot.alerts.model import AlertView, RetryAfter, Sent
+from bot.alerts.model import AlertView, Permanent, RetryAfter, Sent
 from bot.alerts.ratelimit import RateLimits
 from bot.alerts.render import (
     Span,
@@ -40,6 +40,8 @@ COLOURS = {"critical": 0x992D22, "high": 0xE74C3C, "medium": 0xE67E22, "low": 0x
 _INLINE = re.compile(r"([\\*_~`|<\[\]@])")
 _LINE_START = re.compile(r"^([ \t]*)([-#>+])", re.MULTILINE)
 _NUMBERED = re.compile(r"^([ \t]*\d+)\.", re.MULTILINE)
+
+UNKNOWN_WEBHOOK = 10015  # Discord's JSON error code for a webhook that was deleted
 
 
 def escape(text: str) -> str:
@@ -170,6 +172,11 @@ class DiscordSender:
             )
         except RetryAfter as exc:
             self._limiter.hold(exc.seconds)
+            raise
+        except Permanent as exc:
+            # A deleted webhook answers 404 "Unknown Webhook": as final as a 410, so disable it too.
+            if resp.status_code == 404 and data.get("code") == UNKNOWN_WEBHOOK:
+                raise Permanent(exc.reason, gone=True) from None
             raise
         message_id = data.get("id")
         return Sent(None if message_id is None else str(message_id))
