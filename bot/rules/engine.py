@@ -9,8 +9,12 @@ leftmost-longest mode. Such a term hits only as a whole run of word characters, 
 word characters cannot reach across a non-word character, so at the start of every run the
 leftmost-longest scan reports the longest term starting there: the run itself whenever it is a term.
 Non-overlapping matches keep the raw occurrences (and so the boundary checks) down to about one per
-word that contains a term. Prefixes, phrases and terms with other characters need every occurrence,
-so they share a second, overlapping automaton, usually over a handful of patterns.
+word that contains a term. Word terms that the one-byte codec cp1251 can write (Latin and Cyrillic,
+the common case) are scanned over the text in that codec: characters outside it become "?", so a
+byte offset is a character offset, and Cyrillic takes half the bytes of UTF-8 through a much smaller
+automaton; other word terms keep an automaton over the str. Prefixes, phrases and terms with other
+characters need every occurrence, so they share one more, overlapping automaton, usually over a
+handful of patterns.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ _WORDS = regex.compile(r"\w*")
 _WORD = regex.compile(r"\w")
 _RUN = regex.compile(r"\w+")
 _DFA_LIMIT = 50_000  # word patterns
+# A one-byte-per-character codec for word terms: a scan over it touches half the bytes of UTF-8 for
+# Cyrillic and a much smaller automaton.
+_NARROW = "cp1251"
 
 
 class _WordChars(dict):
@@ -188,17 +195,14 @@ class Engine:
                 words.setdefault(lit.key, []).append(ident)
             else:
                 keys.setdefault(lit.key, []).append(ident)
-        self._word_ids = [tuple(ids) for ids in words.values()]
-        self._words = (
-            ahocorasick_rs.AhoCorasick(
-                list(words),
-                matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST,
-                # The DFA scans fastest; past a point its build time and memory are not worth it.
-                implementation=ahocorasick_rs.Implementation.DFA if len(words) <= _DFA_LIMIT else None,
-            )
-            if words
-            else None
-        )
+        # Words in the narrow codec (the common Latin and Cyrillic case) are scanned as one byte per
+        # character; the rest keep a str automaton.
+        narrow = {k: v for k, v in words.items() if _narrow_key(k)}
+        wide = {k: v for k, v in words.items() if k not in narrow}
+        self._narrow_ids = [tuple(ids) for ids in narrow.values()]
+        self._narrow = _word_automaton([k.encode(_NARROW) for k in narrow], ahocorasick_rs.BytesAhoCorasick)
+        self._word_ids = [tuple(ids) for ids in wide.values()]
+        self._words = _word_automaton(list(wide), ahocorasick_rs.AhoCorasick)
         self._patterns = [
             tuple(
                 (i, lit.bound_start, lit.bound_end, lit.phrase, lit.kind == PREFIX)
@@ -245,17 +249,15 @@ class Engine:
         hits: dict[int, list[tuple[int, int]]] = {}
         n = len(text)
         word = _IS_WORD
+        if self._narrow is not None:
+            # Every character encodes to one byte (those outside the codec to "?", which is in no
+            # pattern and is not a word character), so byte offsets are character offsets.
+            # ASCII is the same bytes in the codec, and UTF-8 has the fast encoder.
+            data = text.encode() if text.isascii() else text.encode(_NARROW, "replace")
+            found = self._narrow.find_matches_as_indexes(data)
+            _add_words(hits, text, found, self._narrow_ids)
         if self._words is not None:
-            word_ids = self._word_ids
-            for pattern, start, end in self._words.find_matches_as_indexes(text):
-                if (start and word[text[start - 1]]) or (end < n and word[text[end]]):
-                    continue
-                for ident in word_ids[pattern]:
-                    spans = hits.get(ident)
-                    if spans is None:
-                        hits[ident] = [(start, end)]
-                    else:
-                        spans.append((start, end))
+            _add_words(hits, text, self._words.find_matches_as_indexes(text), self._word_ids)
         if self._automaton is not None:
             patterns = self._patterns
             for pattern, start, end in self._automaton.find_matches_as_indexes(text, overlapping=True):
@@ -424,6 +426,45 @@ class _PostState:
                 terms[source] = None
                 spans.update(Hit(source, s, e) for s, e in found)
         return RuleMatch(r.rule_id, r.severity, r.notify, tuple(terms), tuple(sorted(spans, key=_hit_key)))
+
+
+def _narrow_key(key: str) -> bool:
+    try:
+        key.encode(_NARROW)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _word_automaton(patterns: list, kind: type) -> Any:
+    if not patterns:
+        return None
+    return kind(
+        patterns,
+        matchkind=ahocorasick_rs.MATCHKIND_LEFTMOST_LONGEST,
+        # The DFA scans fastest; past a point its build time and memory are not worth it.
+        implementation=ahocorasick_rs.Implementation.DFA if len(patterns) <= _DFA_LIMIT else None,
+    )
+
+
+def _add_words(
+    hits: dict[int, list[tuple[int, int]]],
+    text: str,
+    found: list[tuple[int, int, int]],
+    word_ids: list[tuple[int, ...]],
+) -> None:
+    """Keep the word-automaton matches that are whole runs of word characters."""
+    n = len(text)
+    word = _IS_WORD
+    for pattern, start, end in found:
+        if (start and word[text[start - 1]]) or (end < n and word[text[end]]):
+            continue
+        for ident in word_ids[pattern]:
+            spans = hits.get(ident)
+            if spans is None:
+                hits[ident] = [(start, end)]
+            else:
+                spans.append((start, end))
 
 
 def _hit_key(hit: Hit) -> tuple[int, int, str]:
