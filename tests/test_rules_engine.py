@@ -285,3 +285,34 @@ def test_engine_agrees_with_naive_reference(rule_groups: list[dict], texts: list
     for text in texts:
         expected = [f"r{i}" for i, g in enumerate(rule_groups) if _naive_group(g, text)]
         assert ids(engine, text) == expected
+
+
+# Every character cp1251 can write, plus a few it cannot, and combining marks that compose.
+_CP1251 = [c for c in (bytes([b]).decode("cp1251", "ignore") for b in range(256)) if c]
+_OTHERS = ["é", "e\u0301", "\u0301", "ß", "ﬁ", "\u200b", "😀", "Σ", "ς"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_CP1251 + _OTHERS), max_size=40).map("".join))
+def test_the_cp1251_fast_path_folds_exactly_as_the_general_one(text: str) -> None:
+    from bot.rules.terms import normalise_mapped
+
+    fast = normalise_mapped(text)
+    assert fast.text == normalise(text)
+    if fast.narrow is not None:
+        assert fast.narrow == fast.text.encode("cp1251") and fast.origin is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ЁЛКА Ёлка", "елка елка"),
+        ("Moscow\u00a0№\u00a05", "moscow no 5"),  # NBSP and № are not folded byte by byte: the slow path
+        ("µ-sized", "μ-sized"),
+        ("Ukraine…", "ukraine..."),
+    ],
+)
+def test_folding_of_cp1251_text(text: str, expected: str) -> None:
+    from bot.rules.terms import normalise_mapped
+
+    assert normalise_mapped(text).text == expected

@@ -244,7 +244,7 @@ class Engine:
 
     # --- match --------------------------------------------------------------------------------
 
-    def _scan(self, text: str) -> dict[int, list[tuple[int, int]]]:
+    def _scan(self, text: str, narrow: bytes | None = None) -> dict[int, list[tuple[int, int]]]:
         """Verified occurrences of every literal term, as spans in the normalised text, by literal id."""
         hits: dict[int, list[tuple[int, int]]] = {}
         n = len(text)
@@ -253,7 +253,7 @@ class Engine:
             # Every character encodes to one byte (those outside the codec to "?", which is in no
             # pattern and is not a word character), so byte offsets are character offsets.
             # ASCII is the same bytes in the codec, and UTF-8 has the fast encoder.
-            data = text.encode() if text.isascii() else text.encode(_NARROW, "replace")
+            data = narrow or (text.encode() if text.isascii() else text.encode(_NARROW, "replace"))
             found = self._narrow.find_matches_as_indexes(data)
             _add_words(hits, text, found, self._narrow_ids)
         if self._words is not None:
@@ -283,7 +283,7 @@ class Engine:
 
     def match(self, post: MatchInput) -> list[RuleMatch]:
         norm = normalise_mapped(post.text)
-        hits = self._scan(norm.text)
+        hits = self._scan(norm.text, norm.narrow)
         if self._hashtags and post.hashtags:
             for tag in post.hashtags:
                 for ident in self._hashtags.get(hashtag_key(tag), ()):
