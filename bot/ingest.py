@@ -145,14 +145,10 @@ class Ingest:
                     channel.last_seen_id = item.message_id
             session.flush()
             if inserts:
-                # Core executemany with RETURNING: the ORM's unit of work is the slow part of a replay.
-                ids = {
-                    (channel_id, msg_id): pk
-                    for pk, channel_id, msg_id in session.execute(
-                        insert(Message).returning(Message.id, Message.channel_id, Message.msg_id),
-                        list(inserts.values()),
-                    )
-                }
+                # A plain executemany, then the new ids in one query per chunk: the ORM's unit of work,
+                # and RETURNING across insertmanyvalues batches, are the slow part of a replay.
+                session.connection().execute(insert(Message), list(inserts.values()))
+                ids = _ids(session, list(inserts))
                 for c in changed:
                     if not c.is_edit:
                         c.message_id = ids[(c.channel.id, c.item.message_id)]
@@ -219,6 +215,18 @@ def _known_fingerprints(session: Session, fingerprints: set[str]) -> set[str]:
             )
         )
     return known
+
+
+def _ids(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    found: dict[tuple[int, int], int] = {}
+    for start in range(0, len(keys), _CHUNK):
+        rows = session.execute(
+            select(Message.id, Message.channel_id, Message.msg_id).where(
+                tuple_(Message.channel_id, Message.msg_id).in_(keys[start : start + _CHUNK])
+            )
+        )
+        found.update({(channel_id, msg_id): pk for pk, channel_id, msg_id in rows})
+    return found
 
 
 def _entities(item: Incoming) -> list[dict[str, Any]]:
