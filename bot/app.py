@@ -25,6 +25,7 @@ from bot.alerts.worker import RetryPolicy, Worker, counts
 from bot.config import Config, load_config
 from bot.errors import InputError
 from bot.ingest import Ingest, batched
+from bot.rules.engine import Engine as RuleEngine
 from bot.settings import Settings
 from bot.sources.model import ChannelRef, Forward, Incoming
 from bot.store.db import make_engine, release, run_sync, safe_url
@@ -51,15 +52,14 @@ class RuleSet:
     """The rules in force. Swapped whole on a hot reload, so a batch never sees half a rule set."""
 
     config: Config
-    engine: Any  # bot.rules.engine.Engine
+    engine: RuleEngine
     policies: dict[str, RulePolicy]
 
     @classmethod
-    def build(cls, config: Config, engine: Any = None) -> RuleSet:
-        from bot.rules.engine import Engine as RuleEngine
-
+    def build(cls, config: Config, engine: RuleEngine | None = None) -> RuleSet:
         policies = {r.id: RulePolicy(throttle=r.throttle, digest=r.digest) for r in config.rules}
-        return cls(config=config, engine=engine or RuleEngine(config.rules), policies=policies)
+        engine = engine if engine is not None else RuleEngine(config.rules)
+        return cls(config=config, engine=engine, policies=policies)
 
 
 def http_client() -> httpx.AsyncClient:
@@ -81,7 +81,7 @@ class Pipeline:
         store: Engine,
         config: Config,
         *,
-        engine: Any = None,
+        engine: RuleEngine | None = None,
         console: TextIO | None = None,
     ) -> None:
         self.settings = settings
@@ -128,7 +128,7 @@ class Pipeline:
         self.senders.clear()
         self.senders.update(fresh)
 
-    def reload(self, config: Config, engine: Any = None) -> None:
+    def reload(self, config: Config, engine: RuleEngine | None = None) -> None:
         self.rules = RuleSet.build(config, engine)
         self._build_senders(config)
         self.worker.ops_destination = self.ops_destination
