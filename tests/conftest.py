@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis
 import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, create_engine, text
@@ -17,6 +18,12 @@ from sqlalchemy.engine import make_url
 from bot.app import Pipeline, open_store
 from bot.config import load_config
 from bot.settings import Settings
+
+# CI must give the same verdict on the same commit: there, hypothesis draws the same examples each
+# run (derandomized); locally it keeps exploring new ones.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = FIXTURES / "mfa_channel_dump.txt"
