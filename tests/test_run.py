@@ -112,6 +112,25 @@ def test_run_without_credentials_watches_the_web_preview_alerts_new_posts_and_st
         assert [h["message"]["id"] for h in hooks] == [3]
         assert hooks[0]["channel"]["username"] == "testchan"
         assert hooks[0]["message"]["url"] == "https://t.me/testchan/3"
+
+        # Hot reload: a channel added to the rules is watched without a restart.
+        httpserver.expect_request("/s/otherchan").respond_with_handler(
+            lambda request: Response(
+                page_html([(7, "Quiet news")], channel="otherchan"), content_type="text/html"
+            )
+        )
+        text = (
+            (rules / "watch.yaml")
+            .read_text()
+            .replace("channels: [testchan]", "channels: [testchan, otherchan]")
+        )
+        (rules / "watch.yaml").write_text(text, encoding="utf-8")
+
+        def other_polled():  # type: ignore[no-untyped-def]
+            channel = json.loads(get(health)[1])["channels"].get("otherchan")
+            return channel if channel and channel["last_sweep"] else None
+
+        wait_for(other_polled, what="the added channel's first poll")
     finally:
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
@@ -120,6 +139,7 @@ def test_run_without_credentials_watches_the_web_preview_alerts_new_posts_and_st
     assert time.monotonic() - started < 10
     log = err.decode()
     assert "no Telegram credentials" in log and "watching via web preview: testchan" in log
+    assert "watching via web preview: testchan, otherchan" in log  # said again after the reload
     assert "Traceback" not in log
     assert "/hook" not in log  # a webhook URL's path is a secret
     assert len(hooks) == 1  # nothing sent twice
