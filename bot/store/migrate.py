@@ -9,6 +9,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, text
 
 from alembic import command
+from bot.errors import InputError
 
 # An arbitrary constant: the advisory lock that serialises concurrent upgrades on PostgreSQL.
 _LOCK_ID = 0x7467_5345_4E54
@@ -21,7 +22,10 @@ def script_location() -> Path:
     for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         if (base / "alembic" / "env.py").exists():
             return base / "alembic"
-    raise FileNotFoundError("alembic/ migrations directory not found (set TGSENTINEL_ALEMBIC_DIR)")
+    raise InputError(
+        "the alembic/ migrations directory was not found: run from the project's directory, "
+        "or set TGSENTINEL_ALEMBIC_DIR"
+    )
 
 
 def alembic_config() -> Config:
