@@ -366,7 +366,13 @@ class Monitor:
         by_tg, by_web = self._split(self.watcher.config)
         self._announce(by_tg, by_web)
         self.web = WebSource(self.pipeline.ingest, self.pipeline.client, self.settings, self.health, by_web)
-        self.server = await serve(self.health, self.settings.http_host, self.settings.http_port)
+        host, port = self.settings.http_host, self.settings.http_port
+        try:
+            self.server = await serve(self.health, host, port)
+        except OSError as exc:
+            raise InputError(
+                f"cannot serve /healthz on {host}:{port}: {exc.strerror} (set TGSENTINEL_HTTP_PORT)"
+            ) from None
         self.scheduler = self._schedule()
         self.scheduler.start()
         self.tasks = [

@@ -44,6 +44,8 @@ def _settings(db: str | None = None, rules: Path | None = None) -> Any:
     except ValidationError as exc:
         err = exc.errors()[0]
         name = ".".join(str(x) for x in err["loc"]).upper()
+        if not name.startswith(("TELEGRAM_", "DATABASE_URL")):
+            name = f"TGSENTINEL_{name}"
         raise InputError(f"setting {name}: {err['msg']}") from None
     updates: dict[str, Any] = {}
     if db:

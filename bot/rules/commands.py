@@ -45,6 +45,10 @@ def check(
 ) -> None:
     """Report every problem as FILE:LINE: message (exit 1), or a short summary (exit 0)."""
     rules_dir = rules_dir or default_rules_dir()
+    if not rules_dir.is_dir():
+        # Bad input rather than a finding: there are no rules to judge.
+        typer.echo(f"{rules_dir}: not a directory", err=True)
+        raise typer.Exit(InputError.exit_code)
     try:
         config = load_config(rules_dir)
     except ConfigError as exc:
