@@ -127,3 +127,28 @@ def test_rules_test_runs_over_stored_messages(tmp_path):
         (d["index"], d["matches"]) for d in dump_lines
     ]
     assert any(m["rule"] == "moldova" for d in db_lines for m in d["matches"])
+
+
+def test_bad_settings_and_a_taken_port_are_one_line_and_exit_2(tmp_path):
+    import socket
+
+    bad = tgs("run", env={"TGSENTINEL_HTTP_PORT": "eighty"})
+    assert bad.returncode == 2 and "setting TGSENTINEL_HTTP_PORT" in bad.stderr.decode()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = tgs(
+            "run",
+            env={
+                "TGSENTINEL_HTTP_HOST": "127.0.0.1",
+                "TGSENTINEL_HTTP_PORT": str(port),
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+                "TGSENTINEL_RULES_DIR": str(tmp_path),
+            },
+        )
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and f"cannot serve /healthz on 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+    missing = tgs("rules", "check", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a directory" in missing.stderr.decode()
