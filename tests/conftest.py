@@ -6,7 +6,9 @@ import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import hypothesis
@@ -15,6 +17,7 @@ from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from bot.alerts.model import AlertView
 from bot.app import Pipeline, open_store
 from bot.config import load_config
 from bot.settings import Settings
@@ -28,6 +31,24 @@ if os.environ.get("CI"):
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = FIXTURES / "mfa_channel_dump.txt"
 PG_URL = os.environ.get("TGSENTINEL_TEST_DATABASE_URL")
+
+
+def alert_view(**kw: Any) -> AlertView:
+    """An alert as the senders see it: a plain match in @news, with `kw` changing what a test needs."""
+    base: dict[str, Any] = dict(
+        id="alert-1",
+        kind="match",
+        rule_id="grid",
+        severity="high",
+        channel_username="news",
+        channel_title="News",
+        message_id=5,
+        date=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        url="https://t.me/news/5",
+        title="Grid attack",
+        hashtags=("#grid",),
+    )
+    return AlertView(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")

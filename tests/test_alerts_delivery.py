@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,6 +24,7 @@ from bot.alerts.model import AlertView, Permanent, RetryAfter, SendError, Sent, 
 from bot.alerts.ratelimit import RateLimits, RatePolicy
 from bot.alerts.senders import Sender, build_sender
 from bot.rules.model import Hit
+from tests.conftest import alert_view
 
 SECRET_PATH = "/services/T000/B000/SLACKSECRETPATH"
 DISCORD_PATH = "/api/webhooks/1/DISCORDSECRETTOKEN"
@@ -50,24 +50,14 @@ def destination(kind: str, server: HTTPServer, **kw: Any):
 
 
 def alert(**kw: Any) -> AlertView:
-    base: dict[str, Any] = dict(
-        id="alert-1",
-        kind="match",
-        rule_id="grid",
-        severity="high",
-        channel_id=1001,
-        channel_username="news",
-        channel_title="News",
-        message_id=5,
-        date=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        url="https://t.me/news/5",
-        title="Grid attack",
-        text="Attack on the power grid reported",
-        hashtags=("#grid",),
-        hits=(Hit("grid", 20, 24),),
+    return alert_view(
+        **{
+            "channel_id": 1001,
+            "text": "Attack on the power grid reported",
+            "hits": (Hit("grid", 20, 24),),
+            **kw,
+        }
     )
-    base.update(kw)
-    return AlertView(**base)
 
 
 def ok(kind: str) -> Response:

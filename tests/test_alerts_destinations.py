@@ -8,7 +8,6 @@ import io
 import json
 import logging
 import re
-from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
@@ -30,6 +29,7 @@ from bot.alerts.ratelimit import RateLimits, RatePolicy
 from bot.alerts.senders import build_sender
 from bot.errors import InputError
 from bot.rules.model import Hit
+from tests.conftest import alert_view
 
 TOKEN = "123456:TELEGRAMSECRETTOKEN"
 TELEGRAM_PATH = f"/bot{TOKEN}/sendMessage"
@@ -46,27 +46,22 @@ HIT = Hit("grid", LONG.index("grid"), LONG.index("grid") + 4)
 
 
 def alert(**kw: Any) -> AlertView:
-    base: dict[str, Any] = dict(
-        id="alert-7",
-        kind="match",
-        rule_id="grid",
-        severity="high",
-        channel_id=1001,
-        channel_username="news",
-        channel_title="News <i>&</i> @everyone",
-        message_id=5,
-        date=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        url="https://t.me/news/5",
-        title="<b>Grid</b> & <!channel>",
-        text=LONG,
-        hashtags=("#grid", "#power"),
-        forwarded_from="<!here> Source",
-        fingerprint="fp1",
-        hits=(HIT,),
-        also_seen_in=("@mirror",),
+    # Hostile wherever channel text goes.
+    return alert_view(
+        **{
+            "id": "alert-7",
+            "channel_id": 1001,
+            "channel_title": "News <i>&</i> @everyone",
+            "title": "<b>Grid</b> & <!channel>",
+            "text": LONG,
+            "hashtags": ("#grid", "#power"),
+            "forwarded_from": "<!here> Source",
+            "fingerprint": "fp1",
+            "hits": (HIT,),
+            "also_seen_in": ("@mirror",),
+            **kw,
+        }
     )
-    base.update(kw)
-    return AlertView(**base)
 
 
 def received(http: HTTPServer, n: int = -1) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from bot.alerts.model import AlertView
 from bot.alerts.render import (
     ELLIPSIS,
@@ -17,6 +15,7 @@ from bot.alerts.render import (
     utf16_len,
 )
 from bot.rules.model import Hit
+from tests.conftest import alert_view
 
 
 def test_safe_url_keeps_scheme_and_host_only() -> None:
@@ -76,23 +75,7 @@ def test_excerpt_merges_overlapping_hits_and_ignores_bad_spans() -> None:
 
 
 def _view(**kw: object) -> AlertView:
-    base: dict = dict(
-        id="a1",
-        kind="match",
-        rule_id="grid",
-        severity="high",
-        channel_username="news",
-        channel_title="News",
-        message_id=5,
-        date=datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        url="https://t.me/news/5",
-        title="Grid attack",
-        text="attack on the grid",
-        hashtags=("#grid",),
-        forwarded_from="Other channel",
-    )
-    base.update(kw)
-    return AlertView(**base)
+    return alert_view(**{"id": "a1", "text": "attack on the grid", "forwarded_from": "Other channel", **kw})
 
 
 def test_match_card_says_everything_an_alert_must() -> None:

@@ -234,23 +234,19 @@ async def test_the_same_post_in_two_channels_alerts_once_and_lists_where_else(
         assert alert.also_seen_in == ["@second"]
 
 
-async def test_old_posts_are_matched_but_not_alerted(make_pipeline, store, httpserver):
-    receiver = Receiver(httpserver)
-    pipeline = make_pipeline(RULES % (receiver.url, SECRET))
-    old = datetime.now(UTC) - timedelta(days=3)
-    result = await pipeline.ingest.ingest(
-        [Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova history", date=old)]
-    )
-    assert result.matches == 1
-    with Session(store) as session:
-        assert session.scalar(select(Alert)) is None
-
-
-async def test_a_baseline_post_is_matched_but_not_alerted(make_pipeline, store, httpserver):
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"date": datetime.now(UTC) - timedelta(days=3)},  # older than max_alert_age: the stale guard
+        {"alert": False},  # a baseline: a new channel's history, a backfill
+    ],
+    ids=["old", "baseline"],
+)
+async def test_posts_that_must_not_alert_are_still_matched(make_pipeline, store, httpserver, how):
     receiver = Receiver(httpserver)
     pipeline = make_pipeline(RULES % (receiver.url, SECRET))
     result = await pipeline.ingest.ingest(
-        [Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova", alert=False)]
+        [Incoming(channel=ChannelRef(tg_id=1, username="a"), message_id=1, text="Moldova", **how)]
     )
     assert result.matches == 1
     with Session(store) as session:
