@@ -167,7 +167,7 @@ class DiscordSender:
                 resp,
                 self.destination,
                 self._url,
-                retry_after=float(retry) if isinstance(retry, int | float) else None,
+                retry_after=retry,
                 reason=detail(resp, self._url),
             )
         except RetryAfter as exc:

@@ -108,18 +108,21 @@ def check(
     destination: str,
     url: str,
     *,
-    retry_after: float | None = None,
+    retry_after: object = None,
     reason: str = "",
 ) -> None:
-    """Return on 2xx; otherwise raise the outcome the status calls for."""
+    """Return on 2xx; otherwise raise the outcome the status calls for.
+
+    `retry_after` is the provider's JSON field as it came (a number, or anything else to ignore);
+    without one, a 429 reads the Retry-After header.
+    """
     status = resp.status_code
     if 200 <= status < 300:
         return
     text = f"{where(destination, url)}: HTTP {status}" + (f": {reason}" if reason else "")
     if status == 429:
-        if retry_after is None:
-            retry_after = retry_after_header(resp)
-        raise RetryAfter(text, DEFAULT_RETRY_AFTER if retry_after is None else retry_after)
+        wait = float(retry_after) if isinstance(retry_after, int | float) else retry_after_header(resp)
+        raise RetryAfter(text, DEFAULT_RETRY_AFTER if wait is None else wait)
     if status >= 500:
         raise Transient(text)
     if status == 410:

@@ -128,7 +128,7 @@ class TelegramSender:
                     resp,
                     self.destination,
                     self._url,
-                    retry_after=float(retry) if isinstance(retry, int | float) else None,
+                    retry_after=retry,
                     reason=reason,
                 )
             except RetryAfter as exc:
