@@ -1,65 +1,38 @@
-"""Wiring: the store, the pipeline stages, the scheduler, sources and the process lifecycle."""
+"""The process: the pipeline wired to its delivery worker, and the monitor's lifecycle (`run`).
+
+What happens to a post is in `bot.pipeline`; here are only the parts that live as long as the
+process: the HTTP pool, the senders, the worker, the scheduler, the sources, the health server.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
 
 import httpx
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bot.alerts.outbox import Outbox, OutboxSettings, RulePolicy, ops_notice, release_held
-from bot.alerts.senders import Sender, build_sender
+from bot.alerts.model import Sender
+from bot.alerts.outbox import ops_notice, release_held
+from bot.alerts.senders import build_sender
 from bot.alerts.worker import RetryPolicy, Worker, counts
-from bot.config import Config, load_config
+from bot.config import ChannelEntry
+from bot.config.ruleset import RuleSet
 from bot.errors import InputError
-from bot.ingest import Ingest, batched
-from bot.rules.engine import Engine as RuleEngine
+from bot.pipeline.compose import Windows
+from bot.pipeline.ingest import Ingest
 from bot.settings import Settings
-from bot.sources.model import ChannelRef, Forward, Incoming
-from bot.store.db import make_engine, release, run_sync, safe_url
-from bot.store.migrate import upgrade
-from bot.store.models import Channel, Message
+from bot.store.db import release, run_sync
+from bot.store.migrate import open_store
 
 log = logging.getLogger("tgsentinel")
-
-
-def open_store(url: str) -> Engine:
-    """An engine on an up-to-date schema; a bad URL or an unreachable server is one line, exit 2."""
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-    except SQLAlchemyError as exc:
-        engine.dispose()
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise InputError(f"cannot upgrade database {safe_url(url)}: {reason}") from None
-    return engine
-
-
-@dataclass
-class RuleSet:
-    """The rules in force. Swapped whole on a hot reload, so a batch never sees half a rule set."""
-
-    config: Config
-    engine: RuleEngine
-    policies: dict[str, RulePolicy]
-
-    @classmethod
-    def build(cls, config: Config, engine: RuleEngine | None = None) -> RuleSet:
-        policies = {r.id: RulePolicy(throttle=r.throttle, digest=r.digest) for r in config.rules}
-        engine = engine if engine is not None else RuleEngine(config.rules)
-        return cls(config=config, engine=engine, policies=policies)
 
 
 def http_client() -> httpx.AsyncClient:
@@ -73,29 +46,25 @@ def http_client() -> httpx.AsyncClient:
 
 
 class Pipeline:
-    """The stages after a source: ingest (normalise, store, match, outbox) and delivery."""
+    """The pipeline (`bot.pipeline`: normalise, store, match, alert filters, fan-out) and the delivery
+    worker it feeds, with the senders and the rule set in force."""
 
     def __init__(
         self,
         settings: Settings,
         store: Engine,
-        config: Config,
+        rules: RuleSet,
         *,
-        engine: RuleEngine | None = None,
         console: TextIO | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.console = console or sys.stdout
-        self.rules = RuleSet.build(config, engine)
+        self.rules = rules
         self.client = http_client()
         self.senders: dict[str, Sender] = {}
         self._destinations: dict[str, Any] = {}
-        self._build_senders(config)
-        self.outbox = Outbox(
-            OutboxSettings(dedup_window=settings.dedup_window, max_alert_age=settings.max_alert_age),
-            policies=lambda: self.rules.policies,
-        )
+        self._build_senders(rules)
         self.worker = Worker(
             store,
             self.senders,
@@ -107,14 +76,18 @@ class Pipeline:
             ops_destination=self.ops_destination,
         )
         self.ingest = Ingest(
-            store, matcher=lambda: self.rules.engine, alerts=self.outbox, on_commit=self.worker.wake
+            store,
+            rules=lambda: self.rules,
+            windows=Windows(dedup_window=settings.dedup_window, max_alert_age=settings.max_alert_age),
+            on_commit=self.worker.wake,
         )
 
     @property
     def ops_destination(self) -> str:
         return self.rules.config.ops or self.settings.ops_destination
 
-    def _build_senders(self, config: Config) -> None:
+    def _build_senders(self, rules: RuleSet) -> None:
+        config = rules.config
         # A sender whose destination did not change is kept: it remembers things (a Telegram chat's
         # migration to a supergroup) that a fresh one would have to learn again from a failed send.
         fresh = {
@@ -128,9 +101,9 @@ class Pipeline:
         self.senders.clear()
         self.senders.update(fresh)
 
-    def reload(self, config: Config, engine: RuleEngine | None = None) -> None:
-        self.rules = RuleSet.build(config, engine)
-        self._build_senders(config)
+    def reload(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._build_senders(rules)
         self.worker.ops_destination = self.ops_destination
 
     async def ops(self, kind: str, summary: str) -> None:
@@ -178,126 +151,6 @@ class Pipeline:
         await self.client.aclose()
 
 
-def load_rules(settings: Settings) -> Config:
-    return load_config(settings.rules_dir)
-
-
-def dump_items(text: str, channel: str) -> list[Incoming]:
-    """A dump's posts as incoming posts of channel dump:NAME, with their 1-based position as id."""
-    from bot.parse import parse_dump
-
-    ref = ChannelRef(dump=channel, title=f"dump:{channel}")
-    return [
-        Incoming(
-            channel=ref,
-            message_id=post.index + 1,
-            text=post.content.text,
-            media=list(post.content.media),
-            content=post.content,
-            forward=Forward(name=post.forwarded_from) if post.forwarded_from else None,
-        )
-        for post in parse_dump(text)
-    ]
-
-
-async def replay(
-    settings: Settings,
-    text: str,
-    channel: str,
-    *,
-    drain_timeout: float = 60.0,
-    show: bool = False,
-    out: TextIO | None = None,
-    err: TextIO | None = None,
-) -> dict[str, int]:
-    """`tgsentinel replay`: a dump through the whole pipeline, then deliver and report."""
-    out = out or sys.stdout
-    err = err or sys.stderr
-    config = load_rules(settings)
-    store = open_store(settings.database_url)
-    # stdout carries the JSON lines of new matches; console alerts go to stderr beside the summary.
-    pipeline = Pipeline(settings, store, config, console=err)
-    started = datetime.now().astimezone()
-    items = dump_items(text, channel)
-    totals = dict.fromkeys(("read", "new", "unchanged", "duplicates", "matches"), 0)
-    try:
-        with _progress(len(items), err) as advance:
-            for batch in batched(items, 1000):
-                result = await pipeline.ingest.ingest(batch)
-                for key in totals:
-                    totals[key] += getattr(result, key)
-                for msg_id, rule, terms in result.new_matches:
-                    content = items[msg_id - 1].content
-                    title = content.title if content else ""
-                    out.write(
-                        json.dumps(
-                            {"index": msg_id - 1, "rule": rule, "terms": list(terms), "title": title},
-                            ensure_ascii=False,
-                        )
-                        + "\n"
-                    )
-                advance(len(batch))
-        out.flush()
-        delivered = await pipeline.drain(started, drain_timeout)
-        if show:
-            _show(store, channel, err)
-    finally:
-        await pipeline.aclose()
-        release(store)
-    print(
-        f"replay {channel}: {totals['read']} posts read, {totals['new']} new, "
-        f"{totals['unchanged']} unchanged, "
-        f"{totals['duplicates']} duplicates by fingerprint, {totals['matches']} matches; deliveries: "
-        + ", ".join(f"{delivered.get(s, 0)} {s}" for s in ("sent", "pending", "held", "dead")),
-        file=err,
-    )
-    return {**totals, **{f"deliveries_{k}": v for k, v in delivered.items()}}
-
-
-class _progress:
-    """A progress bar on a terminal; nothing when piped."""
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self.total = total
-        self.stream = stream
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.stream.isatty():
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._bar = Progress(console=Console(file=self.stream), transient=True)
-        self._bar.start()
-        task = self._bar.add_task("replaying", total=self.total)
-        return lambda n: self._bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _show(store: Engine, channel: str, stream: TextIO) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    with Session(store) as session:
-        rows = session.execute(
-            select(Message.msg_id, Message.title, Message.hashtags, Message.media, Message.forwarded_from)
-            .join(Channel, Channel.id == Message.channel_id)
-            .where(Channel.dump == f"dump:{channel}")
-            .order_by(Message.msg_id)
-        ).all()
-    table = Table(title=f"dump:{channel}: {len(rows)} posts stored")
-    table.add_column("id", justify="right", min_width=2)
-    for name, width in (("title", 60), ("hashtags", 30), ("media", 11), ("forwarded from", 16)):
-        table.add_column(name, no_wrap=True, max_width=width, min_width=min(width, 11), overflow="ellipsis")
-    for msg_id, title, hashtags, media, fwd in rows:
-        table.add_row(str(msg_id), title, " ".join(f"#{h}" for h in hashtags), ",".join(media), fwd or "")
-    Console(file=stream, width=None if stream.isatty() else 130).print(table)
-
-
 def has_credentials(settings: Settings) -> bool:
     if not (settings.api_id and settings.api_hash):
         return False
@@ -310,13 +163,13 @@ class Monitor:
     """`tgsentinel run`: sources, pipeline, scheduler, health server; stops cleanly on SIGTERM."""
 
     def __init__(self, settings: Settings) -> None:
+        from bot.config.watch import RulesWatcher
         from bot.health import Health
-        from bot.rules.watch import RulesWatcher
 
         self.settings = settings
         self.watcher = RulesWatcher(settings.rules_dir, on_reload=self._reloaded)
         self.store = open_store(settings.database_url)
-        self.pipeline = Pipeline(settings, self.store, self.watcher.config, engine=self.watcher.engine)
+        self.pipeline = Pipeline(settings, self.store, self.watcher.current)
         self.health = Health(settings.lag_threshold)
         self.web: Any = None
         self.telegram: Any = None
@@ -324,26 +177,26 @@ class Monitor:
         self.scheduler: Any = None
         self.server: asyncio.Server | None = None
 
-    def _split(self, config: Config) -> tuple[list[Any], list[Any]]:
+    def _split(self, rules: RuleSet) -> tuple[list[ChannelEntry], list[ChannelEntry]]:
         """Which channels the Telegram source watches and which the web preview watches."""
         live = self.telegram is not None
-        by_web = [c for c in config.channels if c.via == "web" or not live]
-        by_tg = [c for c in config.channels if live and c.via != "web"]
+        by_web = [c for c in rules.config.channels if c.via == "web" or not live]
+        by_tg = [c for c in rules.config.channels if live and c.via != "web"]
         return by_tg, by_web
 
-    async def _reloaded(self, config: Config) -> None:
-        self.pipeline.reload(config, engine=self.watcher.engine)
-        by_tg, by_web = self._split(config)
+    async def _reloaded(self, rules: RuleSet) -> None:
+        self.pipeline.reload(rules)
+        by_tg, by_web = self._split(rules)
         if self.telegram is not None:
             await self.telegram.update(by_tg)
         if self.web is not None:
             self.web.update(by_web)
         self._announce(by_tg, by_web)
 
-    def _announce(self, by_tg: list[Any], by_web: list[Any]) -> None:
+    def _announce(self, by_tg: list[ChannelEntry], by_web: list[ChannelEntry]) -> None:
         for label, entries in (("telegram", by_tg), ("web preview", by_web)):
             if entries:
-                names = ", ".join(c.name or f"id:{c.tg_id}" for c in entries)
+                names = ", ".join(c.key for c in entries)
                 log.info("watching via %s: %s", label, names)
 
     async def start(self) -> None:
@@ -363,7 +216,7 @@ class Monitor:
                 "no Telegram credentials (TELEGRAM_API_ID, TELEGRAM_API_HASH and a session from "
                 "`tgsentinel login`): watching every channel through the t.me/s web preview"
             )
-        by_tg, by_web = self._split(self.watcher.config)
+        by_tg, by_web = self._split(self.watcher.current)
         self._announce(by_tg, by_web)
         self.web = WebSource(self.pipeline.ingest, self.pipeline.client, self.settings, self.health, by_web)
         host, port = self.settings.http_host, self.settings.http_port
@@ -432,7 +285,7 @@ class Monitor:
         metrics.DB_SIZE.set(await run_sync(self.store, database_size, self.store))
 
     async def _prune(self) -> None:
-        from bot.config import parse_duration
+        from bot.duration import parse_duration
         from bot.store.maintenance import prune
 
         removed = await run_sync(self.store, prune, self.store, parse_duration(self.settings.retention))

@@ -9,12 +9,37 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from bot.errors import FindingsError, InputError
+from bot.commands.alerts import alerts_app, silence_app
+from bot.commands.rules import app as rules_app
+from bot.config import ConfigError
+from bot.errors import InputError
+from bot.settings import load_settings
+
+
+class _OneLineErrors(TyperGroup):
+    """Bad input becomes its one line and exit status 2 here, inside the app, so that the exit code
+    is the same whether the app runs as a process or in a test's CliRunner."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            # The same FILE:LINE lines `rules check` prints, so an editor or CI can jump to them.
+            for line in exc.problems:
+                typer.echo(line, err=True)
+            ctx.exit(exc.exit_code)
+        except InputError as exc:
+            typer.echo(f"tgsentinel: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
 
 app = typer.Typer(
     name="tgsentinel",
+    cls=_OneLineErrors,
     help="A live monitor for public Telegram channels: rules in YAML, alerts to Slack, Discord, "
     "Telegram and webhooks.",
     no_args_is_help=True,
@@ -25,6 +50,9 @@ db_app = typer.Typer(help="The database: schema upgrades.", no_args_is_help=True
 bench_app = typer.Typer(help="Benchmarks (scripts, not tests): print posts/s.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
+app.add_typer(rules_app, name="rules")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(silence_app, name="silence")
 
 DbOption = Annotated[
     str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL, or SQLite under ./data).")
@@ -35,24 +63,7 @@ RulesOption = Annotated[
 
 
 def _settings(db: str | None = None, rules: Path | None = None) -> Any:
-    from pydantic import ValidationError
-
-    from bot.settings import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(x) for x in err["loc"]).upper()
-        if not name.startswith(("TELEGRAM_", "DATABASE_URL")):
-            name = f"TGSENTINEL_{name}"
-        raise InputError(f"setting {name}: {err['msg']}") from None
-    updates: dict[str, Any] = {}
-    if db:
-        updates["database_url"] = db
-    if rules:
-        updates["rules_dir"] = rules
-    return settings.model_copy(update=updates)
+    return load_settings(database_url=db, rules_dir=rules)
 
 
 def _read_input(file: str) -> str:
@@ -107,7 +118,7 @@ def replay(
     show: Annotated[bool, typer.Option("--show", help="Print what the channel holds afterwards.")] = False,
 ) -> None:
     """Feed a dump through the whole pipeline: parse, store, match, deliver."""
-    from bot.app import replay as run_replay
+    from bot.commands.replay import replay as run_replay
 
     settings = _settings(db, rules)
     text = _read_input(file)
@@ -169,12 +180,12 @@ def login(
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
     """Create or upgrade the schema (the monitor also does this on start)."""
-    from bot.app import open_store
-    from bot.store.db import safe_url
+    from bot.store.db import shown_url
+    from bot.store.migrate import open_store
 
     settings = _settings(db)
     open_store(settings.database_url).dispose()
-    typer.echo(f"database at {safe_url(settings.database_url)} is up to date", err=True)
+    typer.echo(f"database at {shown_url(settings.database_url)} is up to date", err=True)
 
 
 @bench_app.command("parse")
@@ -223,9 +234,9 @@ def bench_dispatch(
     if not store:
         bench(posts)
         return
-    from bot.app import open_store
-    from bot.ingest import Ingest
+    from bot.pipeline.ingest import Ingest
     from bot.store.db import release
+    from bot.store.migrate import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = open_store(f"sqlite:///{tmp}/bench.db")
@@ -233,18 +244,6 @@ def bench_dispatch(
             bench(posts, Ingest(engine))
         finally:
             release(engine)
-
-
-def _register_subapps() -> None:
-    from bot.rules.commands import app as rules_app
-
-    app.add_typer(rules_app, name="rules")
-    try:
-        from bot.alerts.commands import alerts_app, silence_app
-    except ImportError:  # the alerts commands arrive with the outbox
-        return
-    app.add_typer(alerts_app, name="alerts")
-    app.add_typer(silence_app, name="silence")
 
 
 class JsonFormatter(logging.Formatter):
@@ -263,14 +262,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def _logging() -> None:
-    from pydantic import ValidationError
-
-    from bot.settings import Settings
-
     try:
-        settings = Settings()
+        settings = load_settings()
         fmt, level = settings.log_format.lower(), settings.log_level.upper()
-    except ValidationError:
+    except InputError:
         fmt, level = "text", "INFO"  # the command itself reports the bad setting, in one line
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -289,21 +284,7 @@ def main() -> None:
     # APScheduler logs every run of every job at INFO.
     for name in ("alembic", "httpx", "httpcore", "telethon", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    _register_subapps()
-    from bot.config import ConfigError
-
-    try:
-        app()  # standalone: usage errors exit 2 with click's message
-    except ConfigError as exc:
-        # The same FILE:LINE lines `rules check` prints, so an editor or CI can jump to them.
-        for line in exc.problems:
-            typer.echo(line, err=True)
-        sys.exit(exc.exit_code)
-    except InputError as exc:
-        typer.echo(f"tgsentinel: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except FindingsError:
-        sys.exit(1)
+    app()  # standalone: usage errors exit 2 with click's message
 
 
 if __name__ == "__main__":

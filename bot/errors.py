@@ -1,4 +1,5 @@
-"""Errors the CLI turns into one line and an exit status, never a traceback."""
+"""Errors the CLI turns into one line and an exit status, never a traceback; and how any error is
+told in one line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ class InputError(Exception):
     exit_code = 2
 
 
-class FindingsError(Exception):
-    """Validation findings (e.g. `rules check`): lines already printed, exit status 1."""
+def first_line(exc: BaseException, width: int = 200) -> str:
+    """The first line of an error's message (a driver's own, under SQLAlchemy's wrapper), or its type.
 
-    exit_code = 1
+    Database and HTTP libraries put SQL, parameters and URLs on the lines after the first; a log line
+    or a stored error needs only the reason.
+    """
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0][:width] if text else type(exc).__name__

@@ -9,6 +9,11 @@ POSTS_RECOVERED = Counter(
     "tgsentinel_posts_recovered_total", "Posts found by catch-up sweeps rather than live updates", ["channel"]
 )
 MATCHES = Counter("tgsentinel_matches_total", "Rule matches recorded", ["rule"])
+ALERTS_SUPPRESSED = Counter(
+    "tgsentinel_alerts_suppressed_total",
+    "Matches that did not page anyone, by the filter that held them back",
+    ["reason"],  # baseline, stale, silenced, duplicate, throttled
+)
 DELIVERIES = Counter("tgsentinel_deliveries_total", "Delivery outcomes", ["destination", "status"])
 FLOOD_WAIT_SECONDS = Counter("tgsentinel_flood_wait_seconds_total", "Seconds spent in Telegram FloodWaits")
 GAPS = Counter("tgsentinel_gaps_total", "Gaps a catch-up could not close", ["channel"])

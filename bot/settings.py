@@ -6,9 +6,12 @@ Every field is listed, with a comment, in `.env.example`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import InputError
 
 
 class Settings(BaseSettings):
@@ -57,3 +60,31 @@ class Settings(BaseSettings):
     ops_destination: str = "console"
 
     retention: str | None = None  # e.g. "90d": prune old messages and sent deliveries
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and `.env`, with `overrides` (command-line options) on top.
+
+    Every command reads its settings through here, so a bad value is the same one line everywhere:
+    `setting TGSENTINEL_HTTP_PORT: Input should be a valid integer`, exit status 2.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        raise InputError(f"setting {_variable(field)}: {err['msg']}") from None
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def _variable(field: str) -> str:
+    """The environment variable a field is read from, as a user would set it."""
+    if field.isupper():
+        return field  # pydantic names an aliased field by its alias: TELEGRAM_API_ID, DATABASE_URL
+    info = Settings.model_fields.get(field)
+    alias = getattr(info, "validation_alias", None) if info else None
+    choices = getattr(alias, "choices", None)
+    if choices:
+        return str(choices[0])
+    return f"TGSENTINEL_{field.upper()}"

@@ -18,9 +18,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bot.alerts.model import AlertView
-from bot.app import Pipeline, open_store
-from bot.config import load_config
+from bot.app import Pipeline
+from bot.config.ruleset import RuleSet
 from bot.settings import Settings
+from bot.store.migrate import open_store
 
 # CI must give the same verdict on the same commit: there, hypothesis draws the same examples each
 # run (derandomized); locally it keeps exploring new ones.
@@ -136,9 +137,9 @@ async def make_pipeline(
     made: list[Pipeline] = []
 
     def make(yaml_text: str = "", *, console: io.StringIO | None = None, **overrides: object) -> Pipeline:
-        config = load_config(rules_dir(yaml_text), env={})
+        rules = RuleSet.load(rules_dir(yaml_text), env={})
         pipeline = Pipeline(
-            settings.model_copy(update=overrides), store, config, console=console or io.StringIO()
+            settings.model_copy(update=overrides), store, rules, console=console or io.StringIO()
         )
         made.append(pipeline)
         return pipeline

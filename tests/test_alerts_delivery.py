@@ -20,9 +20,9 @@ from bot.alerts.config import (
     TelegramDestination,
     WebhookDestination,
 )
-from bot.alerts.model import AlertView, Permanent, RetryAfter, SendError, Sent, Transient
+from bot.alerts.model import AlertView, Permanent, RetryAfter, Sender, SendError, Sent, Transient
 from bot.alerts.ratelimit import RateLimits, RatePolicy
-from bot.alerts.senders import Sender, build_sender
+from bot.alerts.senders import build_sender
 from bot.rules.model import Hit
 from tests.conftest import alert_view
 

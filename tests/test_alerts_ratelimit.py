@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.alerts.model import RetryAfter
-from bot.alerts.ratelimit import Limiter, RateLimits
+from bot.alerts.ratelimit import RateLimits
+from bot.pacer import Busy, Pacer
 
 
 class Clock:
@@ -18,7 +18,7 @@ class Clock:
 
 def test_minimum_interval_spaces_slots() -> None:
     clock = Clock()
-    lim = Limiter(1.0, clock=clock)
+    lim = Pacer(1.0, clock=clock)
     assert [lim.reserve() for _ in range(3)] == [0.0, 1.0, 2.0]
     clock.now = 10.0
     assert lim.reserve() == 0.0
@@ -26,14 +26,14 @@ def test_minimum_interval_spaces_slots() -> None:
 
 def test_sliding_window_allows_bursts_up_to_its_count() -> None:
     clock = Clock()
-    lim = Limiter(0.0, (3, 10.0), clock=clock)
+    lim = Pacer(0.0, (3, 10.0), clock=clock)
     # Three at once, then the next three one window later, then the next window.
     assert [lim.reserve() for _ in range(7)] == [0, 0, 0, 10, 10, 10, 20]
 
 
 def test_telegram_group_limit_is_one_per_second_and_twenty_per_minute() -> None:
     clock = Clock()
-    lim = Limiter(1.0, (20, 60.0), clock=clock)
+    lim = Pacer(1.0, (20, 60.0), clock=clock)
     delays = [lim.reserve() for _ in range(21)]
     # 1 s apart for the first twenty (0..19); the 21st waits for the first to leave the minute.
     assert delays[:20] == [float(n) for n in range(20)]
@@ -42,9 +42,9 @@ def test_telegram_group_limit_is_one_per_second_and_twenty_per_minute() -> None:
 
 def test_a_wait_beyond_max_wait_is_refused_and_takes_no_slot() -> None:
     clock = Clock()
-    lim = Limiter(1.0, clock=clock)
+    lim = Pacer(1.0, clock=clock)
     lim.reserve(0.5)
-    with pytest.raises(RetryAfter) as exc:
+    with pytest.raises(Busy) as exc:
         lim.reserve(0.5)
     assert exc.value.seconds == 1.0
     clock.now = 1.0
@@ -53,7 +53,7 @@ def test_a_wait_beyond_max_wait_is_refused_and_takes_no_slot() -> None:
 
 def test_hold_pushes_the_next_slot() -> None:
     clock = Clock()
-    lim = Limiter(0.0, clock=clock)
+    lim = Pacer(0.0, clock=clock)
     lim.hold(5.0)
     assert lim.reserve() == 5.0
     lim.hold(1.0)  # a shorter hold does not shorten a longer one

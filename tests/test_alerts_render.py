@@ -11,18 +11,18 @@ from bot.alerts.render import (
     fit,
     layout,
     plain,
-    safe_url,
     utf16_len,
 )
+from bot.redact import endpoint
 from bot.rules.model import Hit
 from tests.conftest import alert_view
 
 
-def test_safe_url_keeps_scheme_and_host_only() -> None:
-    assert safe_url("https://hooks.slack.com/services/T0/B0/SECRET?x=1") == "https://hooks.slack.com"
-    assert safe_url("https://user:pw@example.org:8443/hook#frag") == "https://example.org:8443"
-    assert safe_url("http://127.0.0.1:5000/bot123:ABC/sendMessage") == "http://127.0.0.1:5000"
-    assert safe_url("not a url") == "<invalid url>"
+def test_an_endpoint_keeps_scheme_and_host_only() -> None:
+    assert endpoint("https://hooks.slack.com/services/T0/B0/SECRET?x=1") == "https://hooks.slack.com"
+    assert endpoint("https://user:pw@example.org:8443/hook#frag") == "https://example.org:8443"
+    assert endpoint("http://127.0.0.1:5000/bot123:ABC/sendMessage") == "http://127.0.0.1:5000"
+    assert endpoint("not a url") == "<invalid url>"
 
 
 def test_utf16_counts_astral_characters_twice() -> None:

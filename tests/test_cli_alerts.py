@@ -7,8 +7,8 @@ import json
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.app import open_store
 from bot.store.db import release
+from bot.store.migrate import open_store
 from bot.store.models import Delivery
 from tests.conftest import SAMPLE
 from tests.test_cli import tgs

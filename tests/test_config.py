@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, json_schema, load_config, parse_duration
+from bot.config import ConfigError, json_schema, load_config
+from bot.duration import parse_duration
 from bot.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,8 +18,9 @@ from werkzeug import Request, Response
 
 from bot.alerts.outbox import release_held
 from bot.alerts.worker import retry_dead
-from bot.app import dump_items, replay
+from bot.commands.replay import replay
 from bot.parse import read_dump
+from bot.sources.dump import dump_items
 from bot.sources.model import ChannelRef, Incoming
 from bot.store.models import Alert, Delivery, DestinationState, Silence
 from tests.conftest import SAMPLE

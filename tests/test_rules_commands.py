@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.rules.commands import app
+from bot.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DUMP = ROOT / "tests" / "fixtures" / "mfa_channel_dump.txt"
@@ -22,7 +22,7 @@ def _no_ambient_rules_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_check_shipped_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    result = runner.invoke(app, ["check"])
+    result = runner.invoke(app, ["rules", "check"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("rules OK: 3 files, 5 rules, 2 channels, 1 destination")
 
@@ -30,7 +30,7 @@ def test_check_shipped_rules(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_check_reports_problems_and_exits_1(tmp_path: Path) -> None:
     f = tmp_path / "r.yaml"
     f.write_text("rules:\n  - id: a\n    match: {any: ['a*b']}\n  - id: b\n    mach: {any: [x]}\n")
-    result = runner.invoke(app, ["check", str(tmp_path)])
+    result = runner.invoke(app, ["rules", "check", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.splitlines() == [
         f"{f}:3: '*' is allowed only at the end of a term: 'a*b'",
@@ -42,12 +42,12 @@ def test_check_reports_problems_and_exits_1(tmp_path: Path) -> None:
 def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "r.yaml").write_text("rules:\n  - id: a\n    match: {any: [x]}\n")
     monkeypatch.setenv("TGSENTINEL_RULES_DIR", str(tmp_path))
-    result = runner.invoke(app, ["check"])
+    result = runner.invoke(app, ["rules", "check"])
     assert result.exit_code == 0 and "1 file, 1 rule, 0 channels, 1 destination" in result.output
 
 
 def test_backtest_a_dump_with_the_shipped_rules() -> None:
-    result = runner.invoke(app, ["test", str(DUMP), "--rules", str(ROOT / "rules")])
+    result = runner.invoke(app, ["rules", "test", str(DUMP), "--rules", str(ROOT / "rules")])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines()]
     by_index = {r["index"]: r for r in records}
@@ -64,8 +64,10 @@ def test_backtest_judges_scopes_against_the_channel_name(tmp_path: Path) -> None
         "  - id: scoped\n    channels: [mfarussia]\n    match: {any: [BRICS]}\n"
         "  - id: dumps\n    channels: [dump]\n    match: {any: [BRICS]}\n"
     )
-    default = runner.invoke(app, ["test", str(DUMP), "--rules", str(tmp_path)])
-    named = runner.invoke(app, ["test", str(DUMP), "--rules", str(tmp_path), "--channel", "@mfarussia"])
+    default = runner.invoke(app, ["rules", "test", str(DUMP), "--rules", str(tmp_path)])
+    named = runner.invoke(
+        app, ["rules", "test", str(DUMP), "--rules", str(tmp_path), "--channel", "@mfarussia"]
+    )
     rules_hit = lambda out: {m["rule"] for line in out.splitlines() for m in json.loads(line)["matches"]}  # noqa: E731
     assert rules_hit(default.output) == {"dumps"}
     assert rules_hit(named.output) == {"scoped"}
@@ -74,12 +76,12 @@ def test_backtest_judges_scopes_against_the_channel_name(tmp_path: Path) -> None
 def test_invalid_rules_make_test_exit_2(tmp_path: Path) -> None:
     f = tmp_path / "r.yaml"
     f.write_text("rules:\n  - id: a\n    match: {}\n")
-    result = runner.invoke(app, ["test", str(DUMP), "--rules", str(tmp_path)])
+    result = runner.invoke(app, ["rules", "test", str(DUMP), "--rules", str(tmp_path)])
     assert result.exit_code == 2
     assert f"{f}:3: match: empty group: it needs at least one of all, any, none" in result.output
 
 
 def test_missing_dump_is_one_line_exit_2() -> None:
-    result = runner.invoke(app, ["test", "/nonexistent/dump.txt", "--rules", str(ROOT / "rules")])
+    result = runner.invoke(app, ["rules", "test", "/nonexistent/dump.txt", "--rules", str(ROOT / "rules")])
     assert result.exit_code == 2
     assert "/nonexistent/dump.txt: no such file" in result.output

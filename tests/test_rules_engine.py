@@ -7,8 +7,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.config import Rule
 from bot.rules.engine import Engine, MatchInput
+from bot.rules.rule import Rule
 from bot.rules.terms import normalise
 
 

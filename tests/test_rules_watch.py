@@ -7,10 +7,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from watchfiles import Change
 
-from bot.config import Config, ConfigError
+from bot.config import ConfigError
+from bot.config.ruleset import RuleSet
+from bot.config.watch import RulesWatcher
 from bot.rules.engine import MatchInput
-from bot.rules.watch import RulesWatcher
 
 GOOD = "rules:\n  - id: brics\n    match: {any: [BRICS]}\n"
 CHANGED = "rules:\n  - id: cis\n    match: {any: [CIS]}\n"
@@ -18,7 +20,7 @@ BAD = "rules:\n  - id: cis\n    match: {any: []}\n"
 
 
 def rule_ids(watcher: RulesWatcher, text: str) -> list[str]:
-    return [m.rule_id for m in watcher.engine.match(MatchInput(text))]
+    return [m.rule_id for m in watcher.current.engine.match(MatchInput(text))]
 
 
 async def test_reload_picks_up_good_changes_and_keeps_old_rules_on_bad_ones(
@@ -26,7 +28,7 @@ async def test_reload_picks_up_good_changes_and_keeps_old_rules_on_bad_ones(
 ) -> None:
     rules = tmp_path / "r.yaml"
     rules.write_text(GOOD)
-    reloaded: asyncio.Queue[Config] = asyncio.Queue()
+    reloaded: asyncio.Queue[RuleSet] = asyncio.Queue()
     failed: asyncio.Queue[list[str]] = asyncio.Queue()
     watcher = RulesWatcher(
         tmp_path, env={}, on_reload=reloaded.put_nowait, on_error=failed.put_nowait, debounce_ms=50
@@ -35,7 +37,7 @@ async def test_reload_picks_up_good_changes_and_keeps_old_rules_on_bad_ones(
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.sleep(0.2)  # let the watcher register with the OS before the first change
-        with caplog.at_level(logging.WARNING, logger="bot.rules.watch"):
+        with caplog.at_level(logging.WARNING, logger="bot.config.watch"):
             rules.write_text(BAD)
             problems = await asyncio.wait_for(failed.get(), 5)
         assert problems == [f"{rules}:3: any: empty group: the list has no items"]
@@ -43,30 +45,31 @@ async def test_reload_picks_up_good_changes_and_keeps_old_rules_on_bad_ones(
         assert rule_ids(watcher, "BRICS and CIS") == ["brics"]
 
         rules.write_text(CHANGED)
-        config = await asyncio.wait_for(reloaded.get(), 5)
-        assert [r.id for r in config.rules] == ["cis"]
+        ruleset = await asyncio.wait_for(reloaded.get(), 5)
+        assert [r.id for r in ruleset.config.rules] == ["cis"]
         assert rule_ids(watcher, "BRICS and CIS") == ["cis"]
     finally:
         watcher.stop()
         await asyncio.wait_for(task, 5)
 
 
-async def test_files_in_subdirectories_do_not_trigger_reloads(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "relevant"),
+    [
+        ("r.yaml", True),
+        ("more.yml", True),
+        ("examples/x.yaml", False),  # a subdirectory: examples, drafts, a git checkout's .github
+        ("deep/er/x.yml", False),
+        ("notes.txt", False),
+        (".r.yaml.swp", False),  # an editor's swap file
+    ],
+)
+def test_only_yaml_files_directly_in_the_directory_trigger_a_reload(
+    tmp_path: Path, path: str, relevant: bool
+) -> None:
     (tmp_path / "r.yaml").write_text(GOOD)
-    (tmp_path / "examples").mkdir()
-    reloaded: asyncio.Queue[Config] = asyncio.Queue()
-    watcher = RulesWatcher(tmp_path, env={}, on_reload=reloaded.put_nowait, debounce_ms=50)
-    task = asyncio.create_task(watcher.run())
-    try:
-        await asyncio.sleep(0.2)
-        (tmp_path / "examples" / "x.yaml").write_text(BAD)
-        (tmp_path / "r.yaml").write_text(CHANGED)
-        config = await asyncio.wait_for(reloaded.get(), 5)
-        assert [r.id for r in config.rules] == ["cis"]
-        assert reloaded.empty()
-    finally:
-        watcher.stop()
-        await asyncio.wait_for(task, 5)
+    watcher = RulesWatcher(tmp_path, env={})
+    assert watcher.relevant(Change.modified, str(tmp_path / path)) is relevant
 
 
 def test_invalid_rules_at_start_raise(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from bot.app import dump_items
-from bot.ingest import Ingest
 from bot.parse import read_dump
 from bot.parse.model import Entity
+from bot.pipeline.ingest import Ingest, result_of
+from bot.sources.dump import dump_items
 from bot.sources.model import ChannelRef, Incoming
 from bot.store.models import Channel, Message, MessageEdit
 from tests.conftest import SAMPLE
@@ -147,8 +147,8 @@ def test_replay_is_idempotent_for_any_dump(store, posts, name):
     text = "\n".join(f"Forwarded from Somebody\n{chr(10).join(p)}\n{chr(10).join(p)}" for p in posts)
     ingest = Ingest(store)
     channel = "".join(ch for ch in name if ch.isalnum()) or "x"
-    first, _ = ingest.ingest_sync(dump_items(text, channel))
-    second, _ = ingest.ingest_sync(dump_items(text, channel))
+    first = result_of(ingest.ingest_sync(dump_items(text, channel)))
+    second = result_of(ingest.ingest_sync(dump_items(text, channel)))
     assert second.new == second.updated == 0
     assert second.unchanged == second.read == first.read
 

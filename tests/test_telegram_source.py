@@ -452,7 +452,7 @@ async def test_sink_failure_on_a_live_post_is_retried_by_the_next_sweep(world: W
 async def test_channel_id_entry_without_username_is_reported_when_unknown(world: World) -> None:
     src = world.source(Entry(tg_id=987654))
     await src.start()
-    assert world.health.channels["id:987654"].last_error
+    assert world.health.channels["-100987654"].last_error
     assert world.notices and "987654" in world.notices[0][1]
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TextIO
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
 from bot.alerts.config import ConsoleDestination
+from bot.alerts.http import Shared
 from bot.alerts.model import AlertView, Sent
 from bot.alerts.render import Span, card, layout
 
@@ -49,8 +49,9 @@ def panel(view: AlertView) -> Panel:
 
 
 class ConsoleSender:
-    def __init__(self, dest: ConsoleDestination, console: TextIO | Console | None = None) -> None:
+    def __init__(self, dest: ConsoleDestination, shared: Shared) -> None:
         self.destination = dest.name
+        console = shared.console
         if isinstance(console, Console):
             self._console = console
         elif console is not None:

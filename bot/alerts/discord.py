@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 
 from bot.alerts.config import DiscordDestination
+from bot.alerts.http import Shared, check, detail, json_body, paced, post
 from bot.alerts.model import AlertView, Permanent, RetryAfter, Sent
-from bot.alerts.ratelimit import RateLimits
 from bot.alerts.render import (
     Span,
     card,
-    channel_label,
+    channel_line,
     clip,
     date_label,
     fit,
@@ -29,7 +29,6 @@ from bot.alerts.render import (
     is_web_url,
     utf16_len,
 )
-from bot.alerts.senders import check, detail, json_body, post
 
 TITLE, DESCRIPTION, FIELD_NAME, FIELD_VALUE, EMBED_TOTAL, CONTENT = 256, 4096, 256, 1024, 6000, 2000
 FOOTER = "tgsentinel"
@@ -103,7 +102,7 @@ def embed(view: AlertView) -> dict[str, Any]:
     if view.kind != "ops":
         fields.append(("Rule", f"{view.rule_id} · {view.severity}"))
     if view.kind != "ops" and (view.channel_title or view.channel_username or view.channel_id):
-        fields.append(("Channel", channel_label(view)))
+        fields.append(("Channel", channel_line(view)))
     if view.kind == "match" and view.date is not None:
         fields.append(("Posted", date_label(view.date) or ""))
     if view.forwarded_from:
@@ -144,7 +143,8 @@ def payload(view: AlertView) -> dict[str, Any]:
 
 
 class DiscordSender:
-    def __init__(self, dest: DiscordDestination, client: httpx.AsyncClient, limits: RateLimits) -> None:
+    def __init__(self, dest: DiscordDestination, shared: Shared) -> None:
+        client, limits = shared.client, shared.limits
         self.destination = dest.name
         self._url = dest.url.get_secret_value()
         self._client = client
@@ -154,7 +154,7 @@ class DiscordSender:
 
     async def send(self, alert: AlertView) -> Sent:
         body = payload(alert)
-        await self._limiter.acquire(self._max_wait)
+        await paced(self._limiter, self._max_wait)
         url = httpx.URL(self._url).copy_merge_params({"wait": "true"})  # errors and the id come back
         resp = await post(
             self._client, str(url), destination=self.destination, timeout=self._timeout, json=body

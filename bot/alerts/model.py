@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from bot.rules.model import Hit
 
@@ -68,3 +68,13 @@ class Permanent(SendError):
     def __init__(self, reason: str, gone: bool = False) -> None:
         super().__init__(reason)
         self.gone = gone
+
+
+class Sender(Protocol):
+    """One destination's sender: built from its model and the process's Shared parts."""
+
+    destination: str
+
+    async def send(self, alert: AlertView) -> Sent:
+        """Deliver once. Raises RetryAfter, Transient or Permanent."""
+        ...

@@ -1,169 +1,19 @@
-"""The outbox: alerts and their deliveries, written in the ingest transaction, with noise control.
+"""The outbox after the pipeline: held deliveries folded into follow-ups and digests, ops notices,
+and which deliveries a worker may claim. Match alerts are written by the pipeline's fan-out stage.
 
-Each stage is one small decision, applied in order to every new match:
-stale guard -> silence -> cross-channel dedup -> throttle / digest hold -> one delivery per destination.
 All state lives in the database, so a restart loses no hold, silence or follow-up.
 """
 
 from __future__ import annotations
 
-import logging
-import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from bot.ingest import Changed
-from bot.rules.model import RuleMatch
-from bot.store import channels as channel_rows
 from bot.store.channels import now
-from bot.store.models import Alert, Channel, Delivery, DestinationState, Silence
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RulePolicy:
-    """What the outbox needs to know of a rule beyond its match."""
-
-    throttle: float | None = None  # seconds
-    digest: float | None = None  # seconds
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxSettings:
-    dedup_window: float = 86400.0
-    max_alert_age: float = 86400.0
-
-
-def new_key() -> str:
-    return f"msg_{uuid.uuid4().hex}"
-
-
-def channel_label(channel: Channel) -> str:
-    if channel.username:
-        return f"@{channel.username}"
-    return channel.dump or channel.title or f"id:{channel.tg_id}"
-
-
-class Outbox:
-    def __init__(
-        self,
-        settings: OutboxSettings,
-        policies: Callable[[], Mapping[str, RulePolicy]] = dict,
-    ) -> None:
-        self.settings = settings
-        self.policies = policies
-
-    def enqueue(self, session: Session, changed: Sequence[Changed]) -> list[int]:
-        stamp = now()
-        policies = self.policies()
-        silences = session.execute(
-            select(Silence.rule_id, Silence.channel).where(Silence.until > stamp)
-        ).all()
-        deliveries: list[Delivery] = []
-        for c in changed:
-            if not c.matches or not c.item.alert:
-                continue
-            if self._stale(c, stamp):
-                continue
-            for rm, match in c.matches:
-                if silences and _silenced(silences, rm.rule_id, c.channel):
-                    continue
-                if self._dedup(session, rm, c, stamp):
-                    continue
-                alert = Alert(
-                    key=new_key(),
-                    kind="match",
-                    rule_id=rm.rule_id,
-                    severity=rm.severity,
-                    match_id=match.id,
-                    channel_id=c.channel.id,
-                    message_id=c.message_id,
-                    fingerprint=c.content.fingerprint,
-                    also_seen_in=[],
-                    summary=None,
-                    items=[],
-                    created_at=stamp,
-                )
-                session.add(alert)
-                session.flush()
-                hold_key, hold_until = self._hold(session, rm, c.channel, policies.get(rm.rule_id), stamp)
-                for dest in dict.fromkeys(rm.notify):
-                    deliveries.append(
-                        Delivery(
-                            alert_id=alert.id,
-                            destination=dest,
-                            status="held" if hold_key else "pending",
-                            attempts=0,
-                            next_attempt_at=stamp,
-                            hold_key=hold_key,
-                            hold_until=hold_until,
-                            created_at=stamp,
-                        )
-                    )
-        session.add_all(deliveries)
-        session.flush()
-        return [d.id for d in deliveries if d.status == "pending"]
-
-    def _stale(self, c: Changed, stamp: datetime) -> bool:
-        # A dump's posts carry no date: the guard leaves them alone.
-        date = c.item.date
-        return date is not None and (stamp - date).total_seconds() > self.settings.max_alert_age
-
-    def _dedup(self, session: Session, rm: RuleMatch, c: Changed, stamp: datetime) -> bool:
-        """The same post seen again within the window: note where, and send nothing new."""
-        fp = c.content.fingerprint
-        if fp is None:
-            return False
-        since = stamp - timedelta(seconds=self.settings.dedup_window)
-        first = session.scalar(
-            select(Alert)
-            .where(Alert.fingerprint == fp, Alert.rule_id == rm.rule_id, Alert.kind == "match")
-            .where(Alert.created_at >= since)
-            .order_by(Alert.id)
-            .limit(1)
-        )
-        if first is None:
-            return False
-        label = channel_label(c.channel)
-        if first.channel_id != c.channel.id and label not in first.also_seen_in:
-            first.also_seen_in = [*first.also_seen_in, label]
-        return True
-
-    def _hold(
-        self, session: Session, rm: RuleMatch, channel: Channel, policy: RulePolicy | None, stamp: datetime
-    ) -> tuple[str | None, datetime | None]:
-        if policy is None:
-            return None, None
-        if policy.digest:
-            window = policy.digest
-            end = (int(stamp.timestamp() // window) + 1) * window
-            return f"digest:{rm.rule_id}", datetime.fromtimestamp(end, stamp.tzinfo)
-        if policy.throttle:
-            key = f"throttle:{rm.rule_id}:{channel.id}"
-            since = stamp - timedelta(seconds=policy.throttle)
-            # The window opens with the last alert that went out unheld for this rule and channel.
-            opened = session.scalar(
-                select(Alert.created_at)
-                .join(Delivery, Delivery.alert_id == Alert.id)
-                .where(Alert.rule_id == rm.rule_id, Alert.channel_id == channel.id, Alert.kind == "match")
-                .where(Delivery.hold_key.is_(None), Alert.created_at >= since)
-                .order_by(Alert.created_at.desc())
-                .limit(1)
-            )
-            if opened is not None:
-                return key, opened + timedelta(seconds=policy.throttle)
-        return None, None
-
-
-def _silenced(silences: Sequence[Any], rule_id: str, channel: Channel) -> bool:
-    names = channel_rows.names(channel)
-    return any(rule == rule_id and (where is None or where in names) for rule, where in silences)
+from bot.store.models import Alert, Delivery, DestinationState, alert_key
 
 
 def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
@@ -215,7 +65,7 @@ def ops_notice(session: Session, destination: str, summary: str, kind: str = "op
 def _send_one(session: Session, destination: str, **alert: Any) -> int:
     """A new alert that is not a match (a follow-up, a digest, an ops notice), due to one destination now."""
     stamp = now()
-    row = Alert(key=new_key(), also_seen_in=[], created_at=stamp, **{"items": [], **alert})
+    row = Alert(key=alert_key(), also_seen_in=[], created_at=stamp, **{"items": [], **alert})
     session.add(row)
     session.flush()
     delivery = Delivery(

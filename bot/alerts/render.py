@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import regex
 
+from bot import channel
 from bot.alerts.model import AlertView
 from bot.rules.model import Hit
 
@@ -46,26 +47,6 @@ class Card:
     head: tuple[Line, ...]
     body: Line
     tail: tuple[Line, ...]
-
-
-def safe_url(url: str) -> str:
-    """`scheme://host[:port]` only: webhook paths, queries and bot tokens are secrets."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<invalid url>"
-    if not parts.scheme or not host:
-        return "<invalid url>"
-    return f"{parts.scheme}://{host}{port}"
-
-
-def redact(text: str, *secrets: str) -> str:
-    """Blank out secrets that a library may have put into an exception's message."""
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 def utf16_len(text: str) -> int:
@@ -194,12 +175,14 @@ def excerpt(text: str, hits: Iterable[Hit], width: int = EXCERPT_WIDTH) -> Line:
     return tuple(s for s in out if s.text)
 
 
-def channel_label(view: AlertView) -> str:
+def channel_line(view: AlertView) -> str:
+    """How a card names the channel: its title with its @username where both are known."""
     title = clip(view.channel_title or "", LABEL_WIDTH)
-    user = f"@{view.channel_username}" if view.channel_username else ""
-    if title and user:
-        return f"{title} ({user})"
-    return title or user or (f"channel {view.channel_id}" if view.channel_id else "unknown channel")
+    if title and view.channel_username:
+        return f"{title} (@{view.channel_username})"
+    if not (title or view.channel_username or view.channel_id):
+        return "unknown channel"
+    return channel.label(username=view.channel_username, title=title, tg_id=view.channel_id)
 
 
 def date_label(when: datetime | None) -> str | None:
@@ -215,7 +198,7 @@ def headline(view: AlertView) -> str:
     if view.kind == "ops":
         return f"tgsentinel: {clip(view.summary or view.title or 'notice', TITLE_WIDTH)}"
     sev = view.severity.upper() if view.severity else "ALERT"
-    where = channel_label(view)
+    where = channel_line(view)
     if view.kind == "match":
         what = clip(view.title, TITLE_WIDTH) if view.title else "new match"
         return f"[{sev}] {view.rule_id} in {where}: {what}"
@@ -239,7 +222,7 @@ def _link(url: str | None, label: str | None = None) -> Span | None:
 
 def post_lines(view: AlertView) -> tuple[Line, ...]:
     """Channel, link, date, forward and title: the facts about a post, one per line."""
-    lines: list[Line] = [(Span(clip(view.channel_title or "", LABEL_WIDTH) or channel_label(view), "bold"),)]
+    lines: list[Line] = [(Span(clip(view.channel_title or "", LABEL_WIDTH) or channel_line(view), "bold"),)]
     if view.channel_title and view.channel_username:
         lines[0] += (Span(f" (@{view.channel_username})"),)
     link = _link(view.url)
@@ -257,7 +240,7 @@ def post_lines(view: AlertView) -> tuple[Line, ...]:
 
 def digest_item(item: AlertView, width: int = ITEM_WIDTH) -> Line:
     """One digest entry: channel, title, a short excerpt, and the link."""
-    out: list[Span] = [Span(channel_label(item), "bold")]
+    out: list[Span] = [Span(channel_line(item), "bold")]
     if item.title:
         out.append(Span(": " + clip(item.title, 120)))
     short = excerpt(item.text, item.hits, width) if item.text else ()

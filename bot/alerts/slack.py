@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import httpx
-
 from bot.alerts.config import SlackDestination
+from bot.alerts.http import Shared, check, detail, paced, post
 from bot.alerts.model import AlertView, RetryAfter, Sent
-from bot.alerts.ratelimit import RateLimits
 from bot.alerts.render import (
     Line,
     Span,
@@ -25,7 +23,6 @@ from bot.alerts.render import (
     headline,
     plain,
 )
-from bot.alerts.senders import check, detail, post
 
 SECTION = 3000
 MAX_BLOCKS = 50
@@ -99,7 +96,8 @@ def payload(view: AlertView) -> dict:
 
 
 class SlackSender:
-    def __init__(self, dest: SlackDestination, client: httpx.AsyncClient, limits: RateLimits) -> None:
+    def __init__(self, dest: SlackDestination, shared: Shared) -> None:
+        client, limits = shared.client, shared.limits
         self.destination = dest.name
         self._url = dest.url.get_secret_value()
         self._client = client
@@ -109,7 +107,7 @@ class SlackSender:
 
     async def send(self, alert: AlertView) -> Sent:
         body = payload(alert)
-        await self._limiter.acquire(self._max_wait)
+        await paced(self._limiter, self._max_wait)
         resp = await post(
             self._client, self._url, destination=self.destination, timeout=self._timeout, json=body
         )

@@ -13,13 +13,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-import httpx
-
 from bot.alerts.config import TelegramDestination
+from bot.alerts.http import Shared, check, json_body, paced, post
 from bot.alerts.model import AlertView, RetryAfter, Sent
-from bot.alerts.ratelimit import RateLimits
-from bot.alerts.render import Span, card, layout, plain, redact, utf16_len
-from bot.alerts.senders import check, json_body, post
+from bot.alerts.render import Span, card, layout, plain, utf16_len
+from bot.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,8 @@ def _chat(chat: int | str) -> int | str:
 
 
 class TelegramSender:
-    def __init__(self, dest: TelegramDestination, client: httpx.AsyncClient, limits: RateLimits) -> None:
+    def __init__(self, dest: TelegramDestination, shared: Shared) -> None:
+        client, limits = shared.client, shared.limits
         self.destination = dest.name
         self._token = dest.bot_token.get_secret_value()
         self._api = dest.api_url.rstrip("/")
@@ -81,7 +80,7 @@ class TelegramSender:
         while True:
             limiter = self._limits.telegram(self._api, self._token, self._chat)
             if wait:
-                await limiter.acquire(self._limits.policy.max_wait)
+                await paced(limiter, self._limits.policy.max_wait)
             body["chat_id"] = self._chat
             resp = await post(
                 self._client,

@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 
 from bot.alerts.config import WebhookDestination
+from bot.alerts.http import Shared, check, detail, paced, post
 from bot.alerts.model import AlertView, RetryAfter, Sent
-from bot.alerts.ratelimit import RateLimits
-from bot.alerts.senders import check, detail, post
 from bot.errors import InputError
 
 SECRET_PREFIX = "whsec_"
@@ -77,7 +76,8 @@ def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 class WebhookSender:
-    def __init__(self, dest: WebhookDestination, client: httpx.AsyncClient, limits: RateLimits) -> None:
+    def __init__(self, dest: WebhookDestination, shared: Shared) -> None:
+        client, limits = shared.client, shared.limits
         self.destination = dest.name
         self._url = dest.url.get_secret_value()
         self._secret = dest.secret.get_secret_value() if dest.secret else None
@@ -102,7 +102,7 @@ class WebhookSender:
 
     async def send(self, alert: AlertView) -> Sent:
         body = encode(alert)
-        await self._limiter.acquire(self._max_wait)
+        await paced(self._limiter, self._max_wait)
         resp = await post(
             self._client,
             self._url,

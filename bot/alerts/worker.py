@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,9 +19,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot import metrics
-from bot.alerts.model import AlertView, Permanent, RetryAfter, SendError, Transient
+from bot.alerts.model import AlertView, Permanent, RetryAfter, Sender, SendError, Transient
 from bot.alerts.outbox import disabled_destinations, ops_notice, pending_filter
-from bot.alerts.senders import Sender
+from bot.backoff import Backoff
+from bot.errors import first_line
 from bot.rules.model import Hit
 from bot.store.channels import now
 from bot.store.db import run_sync
@@ -37,10 +37,6 @@ class RetryPolicy:
     cap: float = 900.0
     max_attempts: int = 10
     max_age: float = 86400.0
-
-    def backoff(self, attempts: int) -> float:
-        """Exponential backoff with full jitter."""
-        return random.uniform(0, min(self.cap, self.base * 2 ** max(0, attempts - 1)))
 
 
 class Worker:
@@ -64,6 +60,8 @@ class Worker:
         self.batch = batch
         self.owner = uuid.uuid4().hex[:12]
         self._wake = asyncio.Event()
+        self._backoff = Backoff(retry.base, retry.cap)  # full jitter
+        self._outage = Backoff(1.0, 60.0, jitter=(1.0, 2.0))  # a database outage: 1-2 s, doubling
 
     def wake(self, _ids: object = None) -> None:
         """Called when a transaction that wrote deliveries commits: send now, not at the next poll."""
@@ -80,9 +78,9 @@ class Worker:
             except (DBAPIError, OSError) as exc:
                 # The database went away: nothing is lost (the rows wait in it), so back off and retry.
                 failures += 1
-                delay = self.retry.backoff(failures) + 1.0
+                delay = self._outage.delay(failures)
                 log.warning(
-                    "delivery worker: database unavailable (%s); retrying in %.0fs", _short(exc), delay
+                    "delivery worker: database unavailable (%s); retrying in %.0fs", first_line(exc), delay
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -183,7 +181,7 @@ class Worker:
             if d.attempts >= self.retry.max_attempts or age >= self.retry.max_age:
                 self._mark_dead(session, d, f"{reason} (after {d.attempts} attempts)", view)
                 return
-            d.next_attempt_at = now() + timedelta(seconds=self.retry.backoff(d.attempts))
+            d.next_attempt_at = now() + timedelta(seconds=self._backoff.delay(d.attempts))
             d.lease_until, d.last_error = None, reason
             metrics.DELIVERIES.labels(d.destination, "retry").inc()
 
@@ -211,10 +209,6 @@ class Worker:
                 self.ops_destination,
                 f"dead letter: alert {view.rule_id} to {d.destination}: {reason}",
             )
-
-
-def _short(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def build_view(session: Session, alert_id: int) -> AlertView:

@@ -16,11 +16,12 @@ import threading
 import time
 from pathlib import Path
 
-from bot.app import Pipeline, open_store
-from bot.config import load_config
+from bot.app import Pipeline
+from bot.config.ruleset import RuleSet
 from bot.settings import Settings
 from bot.sources.model import ChannelRef, Incoming
 from bot.store.db import release
+from bot.store.migrate import open_store
 
 _RECEIVER = r"""
 import json, sys, time
@@ -76,7 +77,7 @@ async def _run(n: int, interval: float, tmp: Path) -> dict:
     )
     settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp}/bench.db", rules_dir=rules)
     store = open_store(settings.database_url)
-    pipeline = Pipeline(settings, store, load_config(rules, env={}), console=io.StringIO())
+    pipeline = Pipeline(settings, store, RuleSet.load(rules, env={}), console=io.StringIO())
     worker = asyncio.create_task(pipeline.worker.run())
     sent: dict[int, float] = {}
     channel = ChannelRef(tg_id=1, username="bench")

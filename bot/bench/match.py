@@ -12,8 +12,8 @@ import re
 import time
 from pathlib import Path
 
-from bot.config import Rule
 from bot.rules.engine import Engine, MatchInput
+from bot.rules.rule import Rule
 
 _LATIN = "abcdefghijklmnopqrstuvwxyz"
 _CYRILLIC = "абвгдежзийклмнопрстуфхцчшщыэюя"  # no ё: the baseline does not know ё is е

@@ -8,8 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.app import replay
 from bot.bench.corpus import generate_dump
+from bot.commands.replay import replay
 from bot.settings import Settings
 
 

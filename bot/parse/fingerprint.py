@@ -85,11 +85,6 @@ def digest(words: list[bytes]) -> str | None:
     return xxhash.xxh3_128_hexdigest(joined) if joined else None
 
 
-def visible_words(text: str) -> str:
-    """The words a fingerprint is taken of, as text (for tests and debugging)."""
-    return b" ".join(w for w in map(line_words, map(compare_key, text.splitlines())) if w).decode()
-
-
 def fingerprint(text: str) -> str | None:
     """A stable hex digest of the post's visible words; None when there are none (media only)."""
     return digest([line_words(compare_key(line)) for line in text.splitlines()])

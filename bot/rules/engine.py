@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import ahocorasick_rs
 import regex
 
-from bot.config import RegexTerm, channel_key
+from bot.channel import scope_key
 from bot.rules.model import Hit, RuleMatch
+from bot.rules.rule import RegexTerm
 from bot.rules.terms import (
     HASHTAG,
     PREFIX,
@@ -43,7 +44,7 @@ from bot.rules.terms import (
 )
 
 if TYPE_CHECKING:
-    from bot.config import Group, Rule
+    from bot.rules.rule import Group, Rule
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _channel_keys(names: frozenset[str]) -> frozenset[str]:
     keys = set()
     for name in names:
         try:
-            keys.add(channel_key(name))
+            keys.add(scope_key(name))
         except ValueError:
             keys.add(name.lower())
     return frozenset(keys)

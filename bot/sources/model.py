@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from bot import channel
 from bot.parse.model import Content, Entity
 
 
@@ -23,9 +24,7 @@ class ChannelRef:
     @property
     def key(self) -> str:
         """A name for logs, metrics and health: never a secret."""
-        if self.dump:
-            return f"dump:{self.dump}"
-        return self.username.lower() if self.username else f"id:{self.tg_id}"
+        return channel.key(username=self.username, tg_id=self.tg_id, dump=self.dump)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +33,32 @@ class Forward:
     tg_id: int | None = None
     username: str | None = None
     post_id: int | None = None
+
+
+def storable(text: str) -> str:
+    """Text as the store keeps it: PostgreSQL text cannot hold NUL, and a post must not be lost for one
+    stray control character."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """What makes one version of a post differ from another: its text and its media.
+
+    The one definition of an edit, for every source, the store stage and the test helpers: views,
+    link previews and the route a post came by are not edits.
+    """
+
+    text: str
+    media: tuple[str, ...]
+
+    @classmethod
+    def of(cls, text: str, media: Sequence[str]) -> Revision:
+        # Media flags once each, in order, as the normaliser keeps them: a repeated flag is no edit.
+        return cls(storable(text), tuple(dict.fromkeys(media)))
+
+    def edited(self, later: Revision) -> bool:
+        return self != later
 
 
 @dataclass(slots=True)
@@ -55,6 +80,10 @@ class Incoming:
     content: Content | None = None
     # False for a baseline (a new channel's first page, a backfill): stored and matched, never alerted.
     alert: bool = True
+
+    @property
+    def revision(self) -> Revision:
+        return Revision.of(self.text, self.media)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -24,7 +23,9 @@ from telethon.events.common import EventBuilder
 from telethon.tl.custom.message import Message
 
 from bot import metrics
+from bot.backoff import Backoff
 from bot.health import Health
+from bot.pacer import Pacer
 from bot.parse.model import Entity
 from bot.settings import Settings
 from bot.sources.model import ChannelRef, Forward, Incoming, IngestResult, Sink
@@ -204,7 +205,6 @@ class _Watched:
     peer: types.InputPeerChannel
     confirmed: int = 0  # every message up to this id has been handed to the sink
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    failing: bool = False
 
     @property
     def key(self) -> str:
@@ -235,9 +235,9 @@ class TelegramSource:
         self._ops = ops
         self._entries: dict[str, ChannelEntryLike] = {_entry_key(e): e for e in channels}
         # Resolving and joining are rate limited hard by Telegram (ResolveUsername bursts cost hours).
-        self._pace = pace if pace is not None else settings.resolve_interval
-        self._backoff = backoff
-        self._last_paced = 0.0
+        self._pacer = Pacer(pace if pace is not None else settings.resolve_interval)
+        self._reconnect = Backoff(*backoff, jitter=(0.5, 1.5))
+        self._resubscribe = Backoff(settings.sweep_interval, RETRY_CAP, jitter=(1.0, 1.0))
         self._watched: dict[str, _Watched] = {}  # by entry key
         self._by_id: dict[int, _Watched] = {}
         self._problems: set[tuple[str, str]] = set()  # (kind, key) already reported to ops
@@ -273,15 +273,14 @@ class TelegramSource:
 
         Only a lost session ends it (SessionError); network errors never do.
         """
-        base, cap = self._backoff
-        delay = base
+        failures = 0
         self.health.connected = self.client.is_connected()
         while True:
             try:
                 if not self.client.is_connected():
                     await self.client.connect()
                 await self.start()
-                delay = base
+                failures = 0
                 await self.client.disconnected
             except SessionError:
                 self.health.connected = False
@@ -293,10 +292,10 @@ class TelegramSource:
                 self.health.connected = False
                 raise self._fatal
             self.health.connected = False
-            wait = delay * (0.5 + random.random())
+            failures += 1
+            wait = self._reconnect.delay(failures)
             log.info("reconnecting to telegram in %.1fs", wait)
             await asyncio.sleep(wait)
-            delay = min(cap, delay * 2)
 
     async def stop(self) -> None:
         self._unregister()
@@ -520,13 +519,10 @@ class TelegramSource:
 
     def _failed(self, key: str) -> None:
         n = self._retry.get(key, (0, 0.0))[0] + 1
-        self._retry[key] = (n, time.monotonic() + min(RETRY_CAP, self.settings.sweep_interval * 2 ** (n - 1)))
+        self._retry[key] = (n, self._resubscribe.due(n))
 
     async def _paced(self) -> None:
-        wait = self._last_paced + self._pace - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._last_paced = time.monotonic()
+        await self._pacer.acquire()
 
     # --- handlers --------------------------------------------------------------------------------
 

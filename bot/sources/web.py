@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from bot import __version__, metrics
+from bot import __version__, backoff, metrics
+from bot.errors import first_line
 from bot.health import Health
+from bot.pacer import Pacer
+from bot.redact import endpoint
 from bot.settings import Settings
-from bot.sources.model import Incoming, IngestResult, Sink
+from bot.sources.model import Incoming, IngestResult, Revision, Sink
 from bot.sources.webpage import NotAChannelPage, Page, parse_page
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ USER_AGENT = f"tgsentinel/{__version__} (public channel monitor; polls t.me/s pr
 
 SOURCE = "web"
 _BACKOFF_CAP = 900.0  # seconds: the longest an erroring channel waits between tries
-_RETRY_AFTER_CAP = 3600.0
 _JITTER = (0.85, 1.15)
 
 
@@ -72,25 +71,7 @@ class _State:
     """What one channel's polls remember between polls."""
 
     started: bool = False  # its first page was taken as the starting point (matters while it is empty)
-    seen: dict[int, int] = field(default_factory=dict)  # message id -> digest, for the last pages read
-
-
-class _Pacer:
-    """The global cap: requests start at least 60/rpm seconds apart; `hold` pushes the next one back."""
-
-    def __init__(self, rpm: int) -> None:
-        self.spacing = 60.0 / max(rpm, 1)
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._lock:
-            while (delay := self._next - time.monotonic()) > 0:
-                await asyncio.sleep(delay)
-            self._next = time.monotonic() + self.spacing
-
-    def hold(self, seconds: float) -> None:
-        self._next = max(self._next, time.monotonic() + seconds)
+    seen: dict[int, Revision] = field(default_factory=dict)  # message id -> revision, last pages read
 
 
 class WebSource:
@@ -111,9 +92,10 @@ class WebSource:
         self.settings = settings
         self.health = health
         self.base = settings.web_base.rstrip("/")
-        self._safe_base = _safe_url(self.base)
+        self._safe_base = endpoint(self.base)
         self._rng = rng or random.Random()
-        self._pacer = _Pacer(settings.web_rpm)
+        self._spacing = 60.0 / max(settings.web_rpm, 1)
+        self._pacer = Pacer(self._spacing)
         self._watches: dict[str, _Watch] = {}
         self._state: dict[str, _State] = {}
         self._wake = asyncio.Event()
@@ -158,7 +140,7 @@ class WebSource:
         """Seconds between polls of a channel, before jitter: its own, stretched to fit the global cap."""
         watch = self._watches[key]
         own = watch.interval if watch.interval is not None else self.settings.web_interval
-        return max(own, len(self._watches) * self._pacer.spacing)
+        return max(own, len(self._watches) * self._spacing)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -188,7 +170,7 @@ class WebSource:
         try:
             await self.poll_once(watch.name)
         except RateLimited as exc:
-            wait = min(exc.retry_after if exc.retry_after is not None else 0.0, _RETRY_AFTER_CAP)
+            wait = exc.retry_after or 0.0
             self._pacer.hold(wait)
             if self.health is not None and wait:
                 self.health.flood_wait(wait, watch.key)
@@ -201,8 +183,9 @@ class WebSource:
 
     def _failed(self, watch: _Watch, interval: float, reason: str, at_least: float = 0.0) -> None:
         watch.failures += 1
-        backoff = min(interval * 2 ** min(watch.failures, 16), max(_BACKOFF_CAP, interval))
-        delay = max(backoff * self._rng.uniform(*_JITTER), at_least)
+        # Twice the interval after the first failure, doubling to the cap.
+        wait = backoff.Backoff(2 * interval, max(_BACKOFF_CAP, interval), _JITTER, self._rng)
+        delay = max(wait.delay(watch.failures), at_least)
         watch.due = time.monotonic() + delay
         log.warning("web %s: poll failed (%s); retrying in %.1fs", watch.key, reason, delay)
         if self.health is not None:
@@ -248,7 +231,7 @@ class WebSource:
         result = await self.sink.ingest(items) if items else IngestResult()
         # Only once the sink has the posts: a failed ingest must leave the next poll the same work.
         state.started = True
-        state.seen = {p.message_id: _digest(p) for pg in pages for p in pg.posts}
+        state.seen = {p.message_id: p.revision for pg in pages for p in pg.posts}
         if recovered:
             metrics.POSTS_RECOVERED.labels(key).inc(recovered)
         if self.health is not None:
@@ -287,13 +270,13 @@ class WebSource:
         for page in pages:
             for post in page.posts:
                 known = state.seen.get(post.message_id)
-                edited = known is not None and known != _digest(post)
+                edited = known is not None and known.edited(post.revision)
                 if post.message_id not in out and (post.message_id > cursor or edited):
                     out[post.message_id] = post
         return [out[i] for i in sorted(out)]
 
     async def _fetch(self, name: str, before: int | None = None) -> Page:
-        await self._pacer.wait()
+        await self._pacer.acquire()
         try:
             resp = await self.client.get(
                 f"{self.base}/s/{name}",
@@ -304,7 +287,7 @@ class WebSource:
         except httpx.TransportError as exc:
             raise WebError(_describe_error(exc, self.base, self._safe_base)) from None
         if resp.status_code == 429:
-            raise RateLimited(_retry_after(resp.headers.get("Retry-After")))
+            raise RateLimited(backoff.retry_after(resp.headers.get("Retry-After")))
         if resp.is_redirect:
             # t.me sends a name that is no public channel to its contact page
             raise WebError(f"HTTP {resp.status_code}: redirected, not a public channel's preview")
@@ -319,41 +302,11 @@ class WebSource:
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def _digest(post: Incoming) -> int:
-    preview = tuple(sorted((post.link_preview or {}).items()))
-    return hash((post.text, tuple(post.entities), tuple(post.media), preview, post.forward))
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
-
-
-def _safe_url(url: str) -> str:
-    """The base URL without credentials, query or fragment: fit for a log line."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _describe_error(exc: BaseException, base: str, safe_base: str) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text.replace(base, safe_base)[:200]
-    if isinstance(exc, WebError):
+    text = first_line(exc).replace(base, safe_base)
+    if isinstance(exc, WebError) or text == type(exc).__name__:
         return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def _describe(entry: Any) -> str:

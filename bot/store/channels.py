@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot.sources.model import ChannelRef
-from bot.store.models import Channel
+from bot import channel
+from bot.sources.model import ChannelRef, storable
+from bot.store.db import chunks
+from bot.store.models import Channel, Message
 
 
 def now() -> datetime:
@@ -64,8 +67,7 @@ def upsert(session: Session, ref: ChannelRef) -> Channel:
 
 
 def _text(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL.
-    return value.replace("\x00", "\ufffd") if value else value
+    return storable(value) if value else value
 
 
 def to_ref(row: Channel) -> ChannelRef:
@@ -76,11 +78,42 @@ def to_ref(row: Channel) -> ChannelRef:
 
 def names(row: Channel) -> frozenset[str]:
     """Every name a rule's channel scope may use for this channel, lower case."""
-    out: set[str] = set()
-    if row.dump:
-        out |= {row.dump, row.dump.removeprefix("dump:")}
-    if row.username:
-        out.add(row.username)
-    if row.tg_id is not None:
-        out |= {str(row.tg_id), f"-100{row.tg_id}"}
-    return frozenset(n.lower() for n in out)
+    return channel.names(username=row.username, tg_id=row.tg_id, dump=row.dump)
+
+
+def label(row: Channel) -> str:
+    return channel.label(username=row.username, title=row.title, tg_id=row.tg_id, dump=row.dump)
+
+
+def cursor(session: Session, ref: ChannelRef) -> int | None:
+    """The highest message id stored for the channel; None for a channel never seen."""
+    row = find(session, ref)
+    return row.last_seen_id if row is not None else None
+
+
+def resolved(session: Session, username: str) -> ChannelRef | None:
+    """A username resolved earlier, so a restart need not resolve it again."""
+    row = session.scalar(select(Channel).where(Channel.username == username.lower().lstrip("@")))
+    if row is None or row.tg_id is None:
+        return None
+    return to_ref(row)
+
+
+def remember(session: Session, ref: ChannelRef) -> None:
+    upsert(session, ref).resolved_at = now()
+
+
+def mark_deleted(session: Session, ref: ChannelRef, ids: Sequence[int]) -> int:
+    """Mark posts deleted (their text is kept); returns how many were marked."""
+    row = find(session, ref)
+    if row is None or not ids:
+        return 0
+    marked = 0
+    for chunk in chunks(list(ids)):
+        res = session.execute(
+            update(Message)
+            .where(Message.channel_id == row.id, Message.msg_id.in_(chunk), Message.deleted.is_(False))
+            .values(deleted=True, deleted_at=now())
+        )
+        marked += res.rowcount or 0
+    return marked

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,12 +13,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from bot.errors import InputError
+from bot.errors import InputError, first_line
 
 T = TypeVar("T")
 
+CHUNK = 500  # keeps IN (...) lists under every database's parameter limit
 
-def safe_url(url: str | URL) -> str:
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """`values` in slices short enough for one `IN (...)` list."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def shown_url(url: str | URL) -> str:
     """The URL as it may appear in a log or an error: no password."""
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -65,10 +73,7 @@ def make_engine(url: str, *, check: bool = True) -> Engine:
                 conn.execute(text("SELECT 1"))
         except (DBAPIError, NoSuchModuleError, OSError) as exc:
             engine.dispose()
-            reason = (
-                str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-            )
-            raise InputError(f"cannot open database {safe_url(parsed)}: {reason}") from None
+            raise InputError(f"cannot open database {shown_url(parsed)}: {first_line(exc)}") from None
     return engine
 
 

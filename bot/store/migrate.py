@@ -7,9 +7,11 @@ from pathlib import Path
 
 from alembic.config import Config
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
-from bot.errors import InputError
+from bot.errors import InputError, first_line
+from bot.store.db import make_engine, shown_url
 
 # An arbitrary constant: the advisory lock that serialises concurrent upgrades on PostgreSQL.
 _LOCK_ID = 0x7467_5345_4E54
@@ -49,3 +51,14 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             if engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
                 conn.commit()
+
+
+def open_store(url: str) -> Engine:
+    """An engine on an up-to-date schema; a bad URL or an unreachable server is one line, exit 2."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise InputError(f"cannot upgrade database {shown_url(url)}: {first_line(exc)}") from None
+    return engine

@@ -5,6 +5,7 @@ Plain tables with plain types, so the SQLite file opens in sqlite3, Datasette or
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -39,6 +40,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+def alert_key() -> str:
+    """A new alert's idempotency key: the same on every retry of its deliveries."""
+    return f"msg_{uuid.uuid4().hex}"
 
 
 class Base(DeclarativeBase):

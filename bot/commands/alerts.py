@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bot.errors import InputError
@@ -19,11 +19,11 @@ DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (defaul
 STATUSES = ("pending", "held", "sent", "dead", "folded")
 
 
-def _store(db: str | None):  # type: ignore[no-untyped-def]
-    from bot.app import open_store
-    from bot.settings import Settings
+def _store(db: str | None) -> Engine:
+    from bot.settings import load_settings
+    from bot.store.migrate import open_store
 
-    return open_store(db or Settings().database_url)
+    return open_store(load_settings(database_url=db).database_url)
 
 
 @alerts_app.command("list")
@@ -94,7 +94,8 @@ def silence_add(
     db: DbOption = None,
 ) -> None:
     """Mute a rule (in one channel, or everywhere) for a while."""
-    from bot.config import channel_key, parse_duration
+    from bot.channel import scope_key
+    from bot.duration import parse_duration
     from bot.store.channels import now
     from bot.store.models import Silence
 
@@ -102,11 +103,15 @@ def silence_add(
         seconds = parse_duration(for_)
     except ValueError as exc:
         raise InputError(f"--for: {exc}") from None
+    try:
+        scope = scope_key(channel) if channel else None
+    except ValueError as exc:
+        raise InputError(f"--channel: {exc}") from None
     engine = _store(db)
     with Session(engine) as session, session.begin():
         row = Silence(
             rule_id=rule,
-            channel=channel_key(channel) if channel else None,
+            channel=scope,
             until=now() + timedelta(seconds=seconds),
             reason=reason,
             created_at=now(),

@@ -14,32 +14,27 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import regex
 import yaml
 from dotenv import dotenv_values
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Discriminator,
     Field,
     Tag,
     TypeAdapter,
     ValidationError,
-    WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
+from bot import channel
 from bot.alerts.config import CONSOLE, Destination
 from bot.errors import InputError
-from bot.rules.terms import REGEX_FLAGS, compile_regex, term_problem
+from bot.rules.rule import Group, RegexTerm, Rule
 
 SCHEMA_URL = "https://json-schema.org/draft/2020-12/schema"
 
@@ -53,33 +48,6 @@ class ConfigError(InputError):
 
 
 # --- channels --------------------------------------------------------------------------------------
-
-_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{2,31}$")
-_LINK = re.compile(r"^(?:https?://)?(?:www\.)?(?:t|telegram)\.me/(?:s/)?([^/?#]+)/?$", re.IGNORECASE)
-_CHANNEL_ID = re.compile(r"^-100(\d{1,15})$")
-_DUMP = re.compile(r"^dump(?::[^\s]+)?$", re.IGNORECASE)
-
-
-def parse_channel(ref: str) -> tuple[str | None, int | None]:
-    """`(username, tg_id)` from '@name', 't.me/name', 'https://t.me/s/name', 'name' or '-100…' id."""
-    ref = ref.strip()
-    if m := _CHANNEL_ID.match(ref):
-        return None, int(m.group(1))
-    if m := _LINK.match(ref):
-        ref = m.group(1)
-    name = ref.removeprefix("@")
-    if not _USERNAME.match(name):
-        raise ValueError(f"not a channel username, t.me link or -100… id: {ref!r}")
-    return name, None
-
-
-def channel_key(ref: str) -> str:
-    """The lower-case key a channel is known by in scopes (`dump` and `dump:NAME` kept as they are)."""
-    if _DUMP.match(ref.strip()):
-        return ref.strip().lower()
-    name, tg_id = parse_channel(ref)
-    return name.lower() if name else f"-100{tg_id}"
-
 
 def _channel_from_str(value: Any) -> Any:
     return {"name": value} if isinstance(value, str | int) else value
@@ -98,7 +66,7 @@ class ChannelEntry(BaseModel):
     @classmethod
     def _reference(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("name"), str | int):
-            name, tg_id = parse_channel(str(data["name"]))
+            name, tg_id = channel.parse(str(data["name"]))
             data = {**data, "name": name}
             if tg_id is not None:
                 data["tg_id"] = tg_id
@@ -112,152 +80,12 @@ class ChannelEntry(BaseModel):
 
     @property
     def key(self) -> str:
-        return self.name.lower() if self.name else f"-100{self.tg_id}"
+        return channel.key(username=self.name, tg_id=self.tg_id)
 
 
 ChannelItem = Annotated[
     ChannelEntry, BeforeValidator(_channel_from_str, json_schema_input_type=str | ChannelEntry)
 ]
-
-
-# --- rules -----------------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from '30s', '10m', '2h', '1d', '1w', or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is like 30s, 10m, 2h or 1d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(f"a duration is like 30s, 10m, 2h or 1d, not {value!r}")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
-    return seconds
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$"},
-                {"type": "number", "exclusiveMinimum": 0},
-            ],
-            "description": "30s, 10m, 2h, 1d (or seconds)",
-        }
-    ),
-]
-
-
-class Severity(StrEnum):
-    info = "info"
-    low = "low"
-    medium = "medium"
-    high = "high"
-    critical = "critical"
-
-
-def _check_term(value: str) -> str:
-    if problem := term_problem(value):
-        raise ValueError(problem)
-    return value
-
-
-TermStr = Annotated[
-    str, AfterValidator(_check_term), Field(description="a word, a phrase, prefix* or #hashtag")
-]
-
-
-class RegexTerm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    regex: str = Field(min_length=1, description="a pattern of Python's `regex` module, run on NFC text")
-    flags: str = Field("", pattern=f"^[{''.join(REGEX_FLAGS)}]*$", description="i, m, s, x")
-
-    @model_validator(mode="after")
-    def _compiles(self) -> RegexTerm:
-        try:
-            compile_regex(self.regex, self.flags)
-        except regex.error as exc:
-            raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
-        return self
-
-
-def _item_kind(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "term"
-    if isinstance(value, RegexTerm):
-        return "regex"
-    if isinstance(value, Group):
-        return "group"
-    if isinstance(value, dict):
-        return "regex" if "regex" in value else "group"
-    return None
-
-
-Item = Annotated[
-    Annotated[TermStr, Tag("term")] | Annotated["RegexTerm", Tag("regex")] | Annotated["Group", Tag("group")],
-    Discriminator(
-        _item_kind,
-        custom_error_type="term_kind",
-        custom_error_message="a term is a string, {regex: ...}, or a group (all/any/none)",
-    ),
-]
-
-
-class Group(BaseModel):
-    """Every key present must hold: `all` items hit, `any` item hits, `none` of the items hits."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    all_: list[Item] | None = Field(None, alias="all")
-    any_: list[Item] | None = Field(None, alias="any")
-    none_: list[Item] | None = Field(None, alias="none")
-
-    @field_validator("all_", "any_", "none_", mode="after")
-    @classmethod
-    def _not_empty(cls, items: list[Any] | None) -> list[Any] | None:
-        if items is not None and not items:
-            raise ValueError("empty group: the list has no items")
-        return items
-
-    @model_validator(mode="after")
-    def _has_key(self) -> Group:
-        if self.all_ is None and self.any_ is None and self.none_ is None:
-            raise ValueError("empty group: it needs at least one of all, any, none")
-        return self
-
-    def parts(self) -> list[tuple[str, list[Any]]]:
-        return [(k, v) for k, v in (("all", self.all_), ("any", self.any_), ("none", self.none_)) if v]
-
-
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    description: str = ""
-    severity: Severity = Severity.medium
-    channels: list[str] = Field(default_factory=list, description="scope (default: every watched channel)")
-    exclude_channels: list[str] = Field(default_factory=list)
-    match: Group
-    forwards: Literal["include", "exclude", "only"] = "include"
-    edits: Literal["rematch", "ignore"] = "rematch"
-    enabled: bool = True
-    notify: list[str] = Field(default_factory=lambda: ["console"], description="destination names")
-    throttle: Duration | None = None
-    digest: Duration | None = None
-
-    @field_validator("channels", "exclude_channels", mode="after")
-    @classmethod
-    def _channel_keys(cls, refs: list[str]) -> list[str]:
-        return [channel_key(r) for r in refs]
 
 
 class RulesFile(BaseModel):

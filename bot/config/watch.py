@@ -6,28 +6,22 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from watchfiles import Change, awatch
 
-from bot.config import Config, ConfigError, load_config
-from bot.rules.engine import Engine
+from bot.config.load import ConfigError
+from bot.config.ruleset import RuleSet
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any], Awaitable[None] | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Ruleset:
-    config: Config
-    engine: Engine
-
-
 class RulesWatcher:
     """Holds the current rule set; `run()` reloads it when a YAML file directly in the directory changes.
+    `on_reload` is handed the new RuleSet.
 
     The first load happens in the constructor and raises ConfigError, so a monitor never starts on
     invalid rules; later invalid changes are logged (one line per problem) and the old set stays.
@@ -50,17 +44,8 @@ class RulesWatcher:
         self._stop = asyncio.Event()
         self.current = self._load()
 
-    @property
-    def config(self) -> Config:
-        return self.current.config
-
-    @property
-    def engine(self) -> Engine:
-        return self.current.engine
-
-    def _load(self) -> Ruleset:
-        config = load_config(self.rules_dir, self._env)
-        return Ruleset(config, Engine(config.rules))
+    def _load(self) -> RuleSet:
+        return RuleSet.load(self.rules_dir, self._env)
 
     async def reload(self) -> bool:
         """Load the directory again; True when the new rules replaced the old ones."""
@@ -77,17 +62,18 @@ class RulesWatcher:
         log.info(
             "rules reloaded: %d rules, %d channels", len(ruleset.config.rules), len(ruleset.config.channels)
         )
-        await _call(self._on_reload, ruleset.config)
+        await _call(self._on_reload, ruleset)
         return True
 
-    def _relevant(self, change: Change, path: str) -> bool:
+    def relevant(self, change: Change, path: str) -> bool:
+        """Whether a change can alter the rules: a YAML file directly in the directory, nothing below."""
         p = Path(path)
         return p.suffix in (".yaml", ".yml") and p.parent.resolve() == self.rules_dir.resolve()
 
     async def run(self) -> None:
         async for _changes in awatch(
             self.rules_dir,
-            watch_filter=self._relevant,
+            watch_filter=self.relevant,
             debounce=self._debounce_ms,
             step=50,
             recursive=False,

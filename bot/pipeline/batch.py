@@ -1,0 +1,77 @@
+"""What the stages pass along: one batch of posts, the rule set it is judged by, and what each stage
+found. A stage reads what the stages before it left here and adds its own part."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from bot import metrics
+from bot.config.ruleset import RuleSet
+from bot.parse.model import Content
+from bot.rules.model import RuleMatch
+from bot.sources.model import Incoming
+from bot.store.models import Channel, Match
+
+
+@dataclass(slots=True)
+class Post:
+    """A post that is new or whose text changed: what the match and alert stages look at."""
+
+    item: Incoming
+    content: Content
+    channel: Channel
+    message_id: int  # the store's row id
+    is_edit: bool
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A recorded match on its way to becoming an alert; each filter lets it through or drops it."""
+
+    post: Post
+    rule: RuleMatch
+    match: Match
+    also_seen_in: list[str] = field(default_factory=list)  # filled by the duplicate filter
+    hold_key: str | None = None  # set by the hold stage: throttled or gathered into a digest
+    hold_until: datetime | None = None
+
+    @property
+    def channel_id(self) -> int:
+        return self.post.channel.id
+
+
+@dataclass(slots=True)
+class Batch:
+    items: Sequence[Incoming]
+    rules: RuleSet | None  # one snapshot for the whole batch; None: store only, match nothing
+    stamp: datetime  # the batch's "now", the same in every row it writes
+    prepared: list[tuple[Incoming, Content]] = field(default_factory=list)
+    posts: list[Post] = field(default_factory=list)
+    matched: list[Candidate] = field(default_factory=list)  # every match recorded
+    candidates: list[Candidate] = field(default_factory=list)  # those the filters have let through
+    deliveries: list[int] = field(default_factory=list)  # pending ids: the worker is woken for them
+    counts: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
+
+    def keep(self, reason: str, wanted: Callable[[Candidate], bool]) -> None:
+        """Drop the candidates `wanted` refuses, counted under `reason`."""
+        kept = [c for c in self.candidates if wanted(c)]
+        self.suppress(reason, len(self.candidates) - len(kept))
+        self.candidates = kept
+
+    def suppress(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.suppressed[reason] += n
+            metrics.ALERTS_SUPPRESSED.labels(reason).inc(n)
+
+
+class Stage(Protocol):
+    """One step from post to delivery. It runs inside the batch's one transaction."""
+
+    def run(self, session: Session, batch: Batch) -> None: ...

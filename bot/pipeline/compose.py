@@ -1,0 +1,55 @@
+"""The order of the stages, from a source's post to its deliveries. Read this file to see the flow.
+
+    normalise -> store -> match -> baseline -> stale -> silenced -> duplicate -> hold -> fan-out
+
+Each stage is a small value with one `run(session, batch)`; each lives in a module named after it.
+They all run inside one transaction, so a batch is stored, matched and queued whole or not at all,
+and every stage reads the one rule-set snapshot the batch was started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from bot.pipeline.baseline import Baseline
+from bot.pipeline.batch import Batch, Stage
+from bot.pipeline.duplicate import Duplicate
+from bot.pipeline.fanout import FanOut
+from bot.pipeline.hold import Hold
+from bot.pipeline.match import MatchRules
+from bot.pipeline.normalise import Normalise
+from bot.pipeline.silenced import Silenced
+from bot.pipeline.stale import Stale
+from bot.pipeline.store import StorePosts
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The alert filters' time windows, in seconds (from the settings)."""
+
+    dedup_window: float = 86400.0
+    max_alert_age: float = 86400.0
+
+
+def stages(windows: Windows = Windows()) -> tuple[Stage, ...]:
+    return (
+        Normalise(),  # text and entities -> Content: hashtags, title, fingerprint
+        StorePosts(),  # upsert by (channel, message id); edits keep their history; the cursor moves
+        MatchRules(),  # the batch's rule set over new and edited posts; one match per rule and post
+        # The alert filters: each drops what must not page anyone, and counts it.
+        Baseline(),  # a new channel's history, a backfill, an import
+        Stale(windows.max_alert_age),  # posts too old to be news
+        Silenced(),  # rules muted with `tgsentinel silence`
+        Duplicate(windows.dedup_window),  # the same post again: noted in the first alert instead
+        Hold(),  # throttle and digest: held, to be folded into one follow-up later
+        FanOut(),  # an alert, and one delivery per destination
+    )
+
+
+def run(session: Session, batch: Batch, pipeline: Sequence[Stage]) -> Batch:
+    for stage in pipeline:
+        stage.run(session, batch)
+    return batch
