@@ -1,32 +1,14 @@
-"""The command line as a user meets it: real processes, real files, exit statuses."""
+"""The command line as a user meets it: real files, exit statuses, one-line errors. In process, and
+through the real entry point where the process itself is what is tested."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.cli import ROOT, tgs, tgs_process
 from tests.conftest import SAMPLE
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tgs(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, cwd: Path = ROOT):
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TGSENTINEL_", "DATABASE_URL"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        input=stdin,
-        capture_output=True,
-        cwd=cwd,
-        env=full_env,
-        timeout=120,
-    )
 
 
 def test_parse_prints_the_eleven_posts_of_the_sample():
@@ -72,7 +54,7 @@ def test_parse_reads_stdin_and_an_empty_file_is_zero_posts(tmp_path):
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, make, expected):
     path = make(tmp_path)
-    proc = tgs("parse", str(path))
+    proc = tgs_process("parse", str(path))  # the real entry point: no traceback reaches the terminal
     err = proc.stderr.decode()
     assert proc.returncode == 2
     assert expected in err and str(path) in err

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from bot.store.db import release
 from bot.store.migrate import open_store
 from bot.store.models import Delivery
+from tests.cli import tgs
 from tests.conftest import SAMPLE
-from tests.test_cli import tgs
 
 RULES = """
 destinations:
