@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check bot tests
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 # The issues' floors are for one core: taskset pins each benchmark to core 0.

@@ -318,7 +318,9 @@ class Entry:
 
 
 class RecordingSink:
-    """An in-memory Sink, idempotent by (channel, message id), that keeps every call for assertions."""
+    """An in-memory Sink, idempotent by (channel, message id), that keeps every call for assertions.
+
+    It counts an edit as the real ingest does, by `Revision`: the one definition of an edit."""
 
     def __init__(self, *, keep: bool = True) -> None:
         self.keep = keep
@@ -351,7 +353,7 @@ class RecordingSink:
                 new += 1
                 self.posts[key] = it
             else:
-                if (old.text, old.media, old.edit_date) != (it.text, it.media, it.edit_date):
+                if old.revision.edited(it.revision):
                     updated += 1
                 else:
                     unchanged += 1
