@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from bot import __version__, backoff, metrics
+from bot.channel import key as channel_key
 from bot.errors import first_line
 from bot.health import Health
 from bot.pacer import Pacer
@@ -118,7 +119,7 @@ class WebSource:
                 log.warning("web: channel %s has no username; the web preview needs one", _describe(entry))
                 continue
             name = name.strip().removeprefix("@")
-            key = name.lower()
+            key = channel_key(username=name)
             interval = None if isinstance(entry, str) else getattr(entry, "interval", None)
             backfill = 0 if isinstance(entry, str) else int(getattr(entry, "backfill", 0) or 0)
             watch = self._watches.get(key) or watches.get(key)
@@ -198,7 +199,7 @@ class WebSource:
 
         Raises `WebError` for a failed fetch, `NotAChannelPage` for a page that is no channel's."""
         name = (channel if isinstance(channel, str) else channel.name).strip().removeprefix("@")
-        key = name.lower()
+        key = channel_key(username=name)
         watch = self._watches.get(key)
         backfill = watch.backfill if watch is not None else int(getattr(channel, "backfill", 0) or 0)
         state = self._state.setdefault(key, _State())
