@@ -62,10 +62,6 @@ RulesOption = Annotated[
 ]
 
 
-def _settings(db: str | None = None, rules: Path | None = None) -> Any:
-    return load_settings(database_url=db, rules_dir=rules)
-
-
 def _read_input(file: str) -> str:
     from bot.parse import decode_dump, read_dump
 
@@ -120,7 +116,7 @@ def replay(
     """Feed a dump through the whole pipeline: parse, store, match, deliver."""
     from bot.commands.replay import replay as run_replay
 
-    settings = _settings(db, rules)
+    settings = load_settings(database_url=db, rules_dir=rules)
     text = _read_input(file)
     asyncio.run(run_replay(settings, text, channel, drain_timeout=drain_timeout, show=show))
 
@@ -130,7 +126,7 @@ def run(rules: RulesOption = None, db: DbOption = None) -> None:
     """The monitor: watch the configured channels until SIGTERM."""
     from bot.app import run_monitor
 
-    asyncio.run(run_monitor(_settings(db, rules)))
+    asyncio.run(run_monitor(load_settings(database_url=db, rules_dir=rules)))
 
 
 @app.command()
@@ -153,7 +149,7 @@ def login(
     from bot.sources.login import login as do_login
     from bot.sources.login import session_path
 
-    settings = _settings()
+    settings = load_settings()
     if not settings.api_id or not settings.api_hash:
         raise InputError("set TELEGRAM_API_ID and TELEGRAM_API_HASH first (from https://my.telegram.org)")
 
@@ -183,7 +179,7 @@ def db_upgrade(db: DbOption = None) -> None:
     from bot.store.db import shown_url
     from bot.store.migrate import open_store
 
-    settings = _settings(db)
+    settings = load_settings(database_url=db)
     open_store(settings.database_url).dispose()
     typer.echo(f"database at {shown_url(settings.database_url)} is up to date", err=True)
 
