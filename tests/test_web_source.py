@@ -6,7 +6,6 @@ import asyncio
 import base64
 import html
 import io
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -387,9 +386,11 @@ async def test_global_rpm_cap_spaces_requests_across_channels(
         with pytest.raises(asyncio.CancelledError):
             await task
     times = [t for t, _, _ in seen]
-    # Measured where the requests arrive, so one may land a little early after a slow connect.
-    assert times[-1] - times[0] >= (len(times) - 1) * 0.1 - 0.02
-    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.05
+    # Measured where the requests arrive: on a loaded machine one request can reach the server late
+    # and the next on time, so a single gap may be short. The rate cannot: over the run, and over
+    # any three requests in a row, the spacing holds within one interval's worth of scheduling lag.
+    assert times[-1] - times[0] >= (len(times) - 1) * 0.1 - 0.05
+    assert min(c - a for a, c in zip(times, times[2:], strict=False)) >= 0.1
     assert {p for _, p, _ in seen} == {"/s/chan_a", "/s/chan_b", "/s/chan_c"}
     assert all(ua == USER_AGENT for _, _, ua in seen)
     assert USER_AGENT.startswith("tgsentinel/") and "public channel monitor" in USER_AGENT
