@@ -6,6 +6,7 @@ nodes' marks, so a user fixes them all in one pass instead of one per run.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -106,6 +107,8 @@ class Config:
     destinations: dict[str, Any]  # name -> Destination model; `console` is always there
     ops: str | None = None
     files: tuple[Path, ...] = ()
+    # channel key -> "FILE:LINE" where it is listed, so a problem found at run time points at its line
+    listed_at: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 # --- JSON Schema -----------------------------------------------------------------------------------
@@ -436,6 +439,7 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
         destinations={name: p.model for name, p in destinations.items()},
         ops=ops,
         files=tuple(files),
+        listed_at={key: f"{p.where}:{p.line}" for key, p in channels.items()},
     )
 
 
