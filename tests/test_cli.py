@@ -64,8 +64,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, make, expected):
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("not a url at all", "DATABASE_URL is malformed"),
-        ("mysql://u@127.0.0.1/x", "unsupported database"),
+        ("not a url at all", "--db is invalid: not a database URL"),
+        ("mysql://u@127.0.0.1/x", "unsupported database mysql://"),
+        ("postgresql://postgres:hunter2@127.0.0.1:port/x", "the port is not a number"),
         ("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/nowhere", "cannot open database"),
     ],
 )
@@ -115,7 +116,7 @@ def test_bad_settings_and_a_taken_port_are_one_line_and_exit_2(tmp_path):
     import socket
 
     bad = tgs("run", env={"TGSENTINEL_HTTP_PORT": "eighty"})
-    assert bad.returncode == 2 and "setting TGSENTINEL_HTTP_PORT" in bad.stderr.decode()
+    assert bad.returncode == 2 and "TGSENTINEL_HTTP_PORT is invalid" in bad.stderr.decode()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

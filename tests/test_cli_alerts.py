@@ -59,6 +59,7 @@ def test_a_dead_letter_is_listed_retried_and_sent(tmp_path, httpserver):
 
 def test_retry_of_something_not_dead_is_an_error(tmp_path):
     db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert tgs("db", "upgrade", "--db", db).returncode == 0
     proc = tgs("alerts", "retry", "42", "--db", db)
     assert proc.returncode == 2 and "delivery 42 is not dead" in proc.stderr.decode()
     assert tgs("alerts", "retry", "--db", db).returncode == 2
@@ -70,6 +71,7 @@ def test_silences_are_added_listed_honoured_and_removed(tmp_path, httpserver):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "r.yaml").write_text(RULES % httpserver.url_for("/hook"))
+    assert tgs("db", "upgrade", "--db", db).returncode == 0
     added = tgs("silence", "add", "--rule", "moldova", "--for", "2h", "--reason", "noisy week", "--db", db)
     assert added.returncode == 0, added.stderr
     silence = json.loads(added.stdout)

@@ -23,7 +23,7 @@ def _store(db: str | None) -> Engine:
     from bot.settings import load_settings
     from bot.store.migrate import open_store
 
-    return open_store(load_settings(database_url=db).database_url)
+    return open_store(load_settings(database_url=db).database_url, create=False)
 
 
 @alerts_app.command("list")

@@ -67,7 +67,7 @@ def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[int, str, 
     from bot.store.migrate import open_store
     from bot.store.models import Channel, Message
 
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         with Session(store) as session:
             query = (

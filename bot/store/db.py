@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from bot.database_url import parse
 from bot.errors import InputError, first_line
 
 T = TypeVar("T")
@@ -36,24 +39,21 @@ def shown_url(url: str | URL) -> str:
 
 def _parse(url: str) -> URL:
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise InputError(f"DATABASE_URL is malformed: {url.split('://')[0]}://...") from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise InputError(
-            f"DATABASE_URL: unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql)"
-        )
-    return parsed
+        return parse(url)
+    except ValueError as exc:
+        raise InputError(f"DATABASE_URL is invalid: {exc}") from None
 
 
-def make_engine(url: str, *, check: bool = True) -> Engine:
-    """An engine for `url`; with `check`, connect once so a bad URL fails here, in one line."""
+def make_engine(url: str, *, check: bool = True, create: bool = True) -> Engine:
+    """An engine for `url`; with `check`, connect once so a bad URL fails here, in one line.
+
+    Without `create`, a SQLite file that does not exist is refused (`no database at dta/x.db`)
+    rather than made: a command that only reads must not leave an empty database behind a typo.
+    """
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            _sqlite_file(Path(parsed.database), create)
         engine = create_engine(parsed, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -73,8 +73,47 @@ def make_engine(url: str, *, check: bool = True) -> Engine:
                 conn.execute(text("SELECT 1"))
         except (DBAPIError, NoSuchModuleError, OSError) as exc:
             engine.dispose()
-            raise InputError(f"cannot open database {shown_url(parsed)}: {first_line(exc)}") from None
+            raise InputError(store_error(parsed, exc)) from None
     return engine
+
+
+def _sqlite_file(path: Path, create: bool) -> None:
+    """The file and its directory as SQLite needs them, or one line saying which is wrong and why.
+
+    SQLite itself says only "unable to open database file"; a container's bind mount owned by
+    another user is the usual cause, so the line names the absolute path and our uid.
+    """
+    if not create:
+        if not path.is_file():
+            raise InputError(f"no database at {path}")
+    else:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created 0600: the store holds every post and every alert's text.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise InputError(_cannot_write(path if path.parent.is_dir() else path.parent, exc)) from None
+    # WAL mode writes -wal and -shm files beside the database, so the directory must be writable too.
+    for target in (path.parent, path):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise InputError(_cannot_write(target, PermissionError(errno.EACCES, "Permission denied")))
+
+
+def _cannot_write(path: Path, exc: OSError) -> str:
+    reason = (exc.strerror or str(exc)).lower()
+    return f"cannot write {path.resolve()} (uid {os.getuid()}): {reason}"
+
+
+def store_error(url: str | URL, exc: BaseException) -> str:
+    """One line for an error from the store: for SQLite's read-only and cannot-open cases, with the
+    file's absolute path and our uid, since that is what the user has to fix."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    reason = first_line(exc)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and (
+        "readonly" in reason or "unable to open" in reason or "disk I/O" in reason
+    ):
+        return f"cannot write {Path(parsed.database).resolve()} (uid {os.getuid()}): {reason}"
+    return f"cannot open database {shown_url(parsed)}: {reason}"
 
 
 _executors: dict[int, ThreadPoolExecutor] = {}

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
-from bot.errors import InputError, first_line
-from bot.store.db import make_engine, shown_url
+from bot.errors import InputError
+from bot.packaged import migrations
+from bot.store.db import make_engine, store_error
 
 # An arbitrary constant: the advisory lock that serialises concurrent upgrades on PostgreSQL.
 _LOCK_ID = 0x7467_5345_4E54
 
 
-def script_location() -> Path:
-    override = os.environ.get("TGSENTINEL_ALEMBIC_DIR")
-    if override:
-        return Path(override)
-    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (base / "alembic" / "env.py").exists():
-            return base / "alembic"
-    raise InputError(
-        "the alembic/ migrations directory was not found: run from the project's directory, "
-        "or set TGSENTINEL_ALEMBIC_DIR"
-    )
-
-
 def alembic_config() -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(script_location()))
+    cfg.set_main_option("script_location", str(migrations()))
     return cfg
 
 
@@ -53,12 +38,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 conn.commit()
 
 
-def open_store(url: str) -> Engine:
-    """An engine on an up-to-date schema; a bad URL or an unreachable server is one line, exit 2."""
-    engine = make_engine(url)
+def open_store(url: str, *, create: bool = True) -> Engine:
+    """An engine on an up-to-date schema; a bad URL or an unreachable server is one line, exit 2.
+
+    Commands that only look at a store pass `create=False`: a SQLite file that is not there is
+    refused, not made.
+    """
+    engine = make_engine(url, create=create)
     try:
         upgrade(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise InputError(f"cannot upgrade database {shown_url(url)}: {first_line(exc)}") from None
+        raise InputError(store_error(url, exc)) from None
     return engine
