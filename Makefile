@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check bot tests
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/pytest -q -n auto  # one worker per core: the suite is mostly waiting on databases and sockets
 
 # The issues' floors are for one core: taskset pins each benchmark to core 0.
