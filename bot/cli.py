@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -24,7 +23,7 @@ class _OneLineErrors(TyperGroup):
     """Bad input becomes its one line and exit status 2 here, inside the app, so that the exit code
     is the same whether the app runs as a process or in a test's CliRunner."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
@@ -36,6 +35,24 @@ class _OneLineErrors(TyperGroup):
             typer.echo(f"tgsentinel: {exc}", err=True)
             ctx.exit(exc.exit_code)
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Usage errors in the same one-line style as every other error, not a box."""
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # the parser's errors: a usage error, no arguments
+            # A group run without a command has had its help printed already: that is the answer.
+            if type(exc).__name__ != "NoArgsIsHelpError":
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+                typer.echo(f"tgsentinel: {exc.format_message()}{hint}", err=True)
+            code = exc.exit_code
+        except typer.Abort:
+            typer.echo("tgsentinel: aborted", err=True)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
     name="tgsentinel",
@@ -45,6 +62,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(help="The database: schema upgrades.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (scripts, not tests): print posts/s.", no_args_is_help=True)
@@ -60,6 +78,40 @@ DbOption = Annotated[
 RulesOption = Annotated[
     Path | None, typer.Option("--rules", help="Rules directory (default: TGSENTINEL_RULES_DIR or ./rules).")
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"tgsentinel {version('tgsentinel')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(metavar="[DIR]", help="Where to set up (default: here).")] = (
+        Path(".")
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that are already there.")] = False,
+) -> None:
+    """Set up a directory to run in: rules/ (one channel, one rule, the console), .env, data/."""
+    from bot.commands.init import init as do_init
+
+    for path in do_init(directory, force=force):
+        typer.echo(f"wrote {path}", err=True)
+    where = "" if directory == Path(".") else f"cd {directory} && "
+    typer.echo(f"next: {where}tgsentinel rules check && tgsentinel run", err=True)
 
 
 def _read_input(file: str) -> str:
@@ -280,7 +332,7 @@ def main() -> None:
     # APScheduler logs every run of every job at INFO.
     for name in ("alembic", "httpx", "httpcore", "telethon", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    app()  # standalone: usage errors exit 2 with click's message
+    app()
 
 
 if __name__ == "__main__":

@@ -24,3 +24,8 @@ def migrations() -> Path:
 def defaults() -> Path:
     """The example rules directory: channels, rules, destinations, `schema.json` and `examples/`."""
     return _shipped("defaults", "rules")
+
+
+def env_example() -> Path:
+    """`.env.example`: every setting, commented out, with what it does."""
+    return _shipped("envfile", ".") / ".env.example"

@@ -134,4 +134,6 @@ def test_bad_settings_and_a_taken_port_are_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2 and f"cannot serve /healthz on 127.0.0.1:{port}" in err
     assert "Traceback" not in err
     missing = tgs("rules", "check", str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "not a directory" in missing.stderr.decode()
+    assert missing.returncode == 2
+    said = missing.stderr.decode()
+    assert f"rules directory {tmp_path / 'nowhere'} not found: run 'tgsentinel init'" in said

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from bot.channel import scope_key
-from bot.config import ConfigError, load_config
+from bot.config import ConfigError, load_config, rules_directory
 from bot.errors import InputError
 from bot.rules.backtest import backtest
 from bot.rules.engine import Engine, MatchInput
@@ -36,11 +36,8 @@ def check(
     ] = None,
 ) -> None:
     """Report every problem as FILE:LINE: message (exit 1), or a short summary (exit 0)."""
-    rules_dir = rules_dir or default_rules_dir()
-    if not rules_dir.is_dir():
-        # Bad input rather than a finding: there are no rules to judge.
-        typer.echo(f"{rules_dir}: not a directory", err=True)
-        raise typer.Exit(InputError.exit_code)
+    # Bad input rather than a finding (exit 2, not 1): there are no rules to judge.
+    rules_dir = rules_directory(rules_dir or default_rules_dir())
     try:
         config = load_config(rules_dir)
     except ConfigError as exc:

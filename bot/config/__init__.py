@@ -7,7 +7,9 @@ from bot.config.load import (
     ConfigError,
     json_schema,
     load_config,
+    rules_directory,
     write_schema,
 )
 
-__all__ = ["ChannelEntry", "Config", "ConfigError", "json_schema", "load_config", "write_schema"]
+__all__ = ["ChannelEntry", "Config", "ConfigError", "json_schema", "load_config", "rules_directory",
+           "write_schema"]

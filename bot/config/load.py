@@ -365,11 +365,19 @@ def _files(rules_dir: Path) -> list[Path]:
     return sorted(p for p in rules_dir.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
 
 
+def rules_directory(path: Path | str) -> Path:
+    """`path` if it is a directory; else the one line that says what to do about it."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    shown = str(path) if path.is_absolute() or str(path).startswith(".") else f"./{path}"
+    state = "is not a directory" if path.exists() else "not found"
+    raise InputError(f"rules directory {shown} {state}: run 'tgsentinel init' or pass --rules DIR")
+
+
 def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and check every *.yaml / *.yml directly in `rules_dir`; raise ConfigError with all problems."""
-    rules_dir = Path(rules_dir)
-    if not rules_dir.is_dir():
-        raise ConfigError([f"{rules_dir}:0: not a directory"])
+    rules_dir = rules_directory(rules_dir)
     env = _env(env)
     problems: list[str] = []
     placed: dict[str, list[_Placed]] = {"channels": [], "rules": [], "destinations": [], "ops": []}
