@@ -332,7 +332,7 @@ def main() -> None:
     # APScheduler logs every run of every job at INFO.
     for name in ("alembic", "httpx", "httpcore", "telethon", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    app()
+    app(prog_name="tgsentinel")
 
 
 if __name__ == "__main__":
