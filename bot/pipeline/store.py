@@ -7,11 +7,13 @@ The channel's cursor (its highest message id) moves with what is stored.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import ColumnElement, and_, insert, select
 from sqlalchemy.orm import Session
 
 from bot import metrics
@@ -84,9 +86,8 @@ class StorePosts:
 
 def _existing(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], Message]:
     found: dict[tuple[int, int], Message] = {}
-    for chunk in chunks(list(dict.fromkeys(keys))):
-        query = select(Message).where(tuple_(Message.channel_id, Message.msg_id).in_(chunk))
-        for row in session.scalars(query):
+    for where in keyed(keys):
+        for row in session.scalars(select(Message).where(where)):
             found[(row.channel_id, row.msg_id)] = row
     return found
 
@@ -100,14 +101,25 @@ def _known_fingerprints(session: Session, fingerprints: set[str]) -> set[str]:
 
 def _ids(session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
     found: dict[tuple[int, int], int] = {}
-    for chunk in chunks(keys):
-        rows = session.execute(
-            select(Message.id, Message.channel_id, Message.msg_id).where(
-                tuple_(Message.channel_id, Message.msg_id).in_(chunk)
-            )
-        )
+    for where in keyed(keys):
+        rows = session.execute(select(Message.id, Message.channel_id, Message.msg_id).where(where))
         found.update({(channel_id, msg_id): pk for pk, channel_id, msg_id in rows})
     return found
+
+
+def keyed(keys: list[tuple[int, int]]) -> Iterator[ColumnElement[bool]]:
+    """WHERE clauses that find messages by (channel, message id) through the unique index.
+
+    One `channel_id = ? AND msg_id IN (...)` per channel, not a row-value `IN`: SQLite plans
+    `(channel_id, msg_id) IN (VALUES ...)` as a scan of every stored message, so each batch would
+    cost as much as the whole archive.
+    """
+    by_channel: dict[int, list[int]] = defaultdict(list)
+    for channel_id, msg_id in dict.fromkeys(keys):
+        by_channel[channel_id].append(msg_id)
+    for channel_id, msg_ids in by_channel.items():
+        for chunk in chunks(msg_ids):
+            yield and_(Message.channel_id == channel_id, Message.msg_id.in_(chunk))
 
 
 def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime) -> dict[str, Any]:
