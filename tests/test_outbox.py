@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -194,7 +195,10 @@ async def test_a_410_disables_the_destination_and_tells_ops(httpserver, make_pip
     assert receiver.url not in console.getvalue()  # the webhook URL is a secret
 
 
-async def test_transient_failures_back_off_and_die_after_max_attempts(httpserver, make_pipeline, store):
+async def test_transient_failures_back_off_and_die_after_max_attempts(
+    httpserver, make_pipeline, store, caplog
+):
+    caplog.set_level(logging.INFO, logger="bot.alerts.worker")
     receiver = Receiver(httpserver, script=[503] * 20)
     pipeline = make_pipeline(RULES % (receiver.url, SECRET), max_attempts=3)
     await pipeline.ingest.ingest(
@@ -209,6 +213,10 @@ async def test_transient_failures_back_off_and_die_after_max_attempts(httpserver
         assert d.next_attempt_at > datetime.now(UTC) - timedelta(seconds=1)
         await asyncio.sleep(0.05)  # the backoff (retry_base 0.05 s in tests) is what we wait out
     assert (d.status, d.attempts) == ("dead", 3)
+    # Each failed attempt before the last says so, once, with its count.
+    failed = [r.getMessage() for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert [line.split("(attempt ")[1].split(")")[0] for line in failed] == ["1 of 3", "2 of 3"]
+    assert all("to hook" in line and "503" in line for line in failed)
 
 
 async def test_the_same_post_in_two_channels_alerts_once_and_lists_where_else(

@@ -181,9 +181,21 @@ class Worker:
             if d.attempts >= self.retry.max_attempts or age >= self.retry.max_age:
                 self._mark_dead(session, d, f"{reason} (after {d.attempts} attempts)", view)
                 return
-            d.next_attempt_at = now() + timedelta(seconds=self._backoff.delay(d.attempts))
+            delay = self._backoff.delay(d.attempts)
+            d.next_attempt_at = now() + timedelta(seconds=delay)
             d.lease_until, d.last_error = None, reason
             metrics.DELIVERIES.labels(d.destination, "retry").inc()
+            # One line per failed attempt: a destination failing quietly for hours is what a user
+            # most needs to see before it becomes a dead letter.
+            log.info(
+                "delivery %s to %s failed (attempt %d of %d), retrying in %.0fs: %s",
+                d.id,
+                d.destination,
+                d.attempts,
+                self.retry.max_attempts,
+                delay,
+                reason,
+            )
 
     def _dead(self, delivery_id: int, reason: str, view: AlertView, disable: str | None = None) -> None:
         with Session(self.engine) as session, session.begin():
