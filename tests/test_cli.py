@@ -105,10 +105,11 @@ def test_rules_test_runs_over_stored_messages(tmp_path):
     assert from_db.returncode == 0 == from_dump.returncode, from_db.stderr
     db_lines = [json.loads(line) for line in from_db.stdout.decode().splitlines()]
     dump_lines = [json.loads(line) for line in from_dump.stdout.decode().splitlines()]
-    # The same posts match the same rules; --db counts by message id (1-based for a dump).
-    assert [(d["index"] - 1, d["matches"]) for d in db_lines] == [
+    # The same posts match the same rules; a stored dump's message id is its 1-based position.
+    assert [(d["message_id"] - 1, d["matches"]) for d in db_lines] == [
         (d["index"], d["matches"]) for d in dump_lines
     ]
+    assert all("index" not in d and d["channel"] == "dump:mfa" and d["url"] is None for d in db_lines)
     assert any(m["rule"] == "moldova" for d in db_lines for m in d["matches"])
 
 

@@ -72,7 +72,10 @@ def test_silences_are_added_listed_honoured_and_removed(tmp_path, httpserver):
     rules.mkdir()
     (rules / "r.yaml").write_text(RULES % httpserver.url_for("/hook"))
     assert tgs("db", "upgrade", "--db", db).returncode == 0
-    added = tgs("silence", "add", "--rule", "moldova", "--for", "2h", "--reason", "noisy week", "--db", db)
+    added = tgs(
+        "silence", "add", "--rule", "moldova", "--for", "2h", "--reason", "noisy week",
+        "--db", db, "--rules", str(rules),
+    )  # fmt: skip
     assert added.returncode == 0, added.stderr
     silence = json.loads(added.stdout)
     listed = [json.loads(line) for line in tgs("silence", "list", "--db", db).stdout.splitlines()]
@@ -89,6 +92,29 @@ def test_silences_are_added_listed_honoured_and_removed(tmp_path, httpserver):
     assert tgs("silence", "add", "--rule", "x", "--for", "soon", "--db", db).returncode == 2
 
 
+def test_a_silence_for_a_rule_that_does_not_exist_is_refused(tmp_path, httpserver):
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(RULES % httpserver.url_for("/hook"))
+    assert tgs("db", "upgrade", "--db", db).returncode == 0
+    typo = tgs("silence", "add", "--rule", "moldva", "--for", "2h", "--db", db, "--rules", str(rules))
+    assert typo.returncode == 2
+    assert typo.stderr.decode().splitlines() == [
+        f"tgsentinel: --rule: no rule has id 'moldva' in {rules} (did you mean 'moldova'?)"
+    ]
+    assert tgs("silence", "list", "--db", db).stdout == b""  # nothing muted
+    # Without --rules, the settings' rules directory is the one read.
+    from_env = tgs(
+        "silence", "add", "--rule", "moldova", "--for", "2h", "--db", db,
+        env={"TGSENTINEL_RULES_DIR": str(rules)},
+    )  # fmt: skip
+    assert from_env.returncode == 0, from_env.stderr
+    assert [json.loads(line)["rule"] for line in tgs("silence", "list", "--db", db).stdout.splitlines()] == [
+        "moldova"
+    ]
+
+
 def test_invalid_rules_print_the_check_lines_and_exit_2_for_every_command(tmp_path):
     rules = tmp_path / "rules"
     rules.mkdir()
@@ -97,7 +123,13 @@ def test_invalid_rules_print_the_check_lines_and_exit_2_for_every_command(tmp_pa
     assert check.returncode == 1
     lines = check.stdout.decode().strip().splitlines()
     assert lines and all(line.startswith(f"{rules / 'bad.yaml'}:") for line in lines)
-    for args in (["replay", str(SAMPLE), "--channel", "m", "--db", f"sqlite:///{tmp_path}/x.db"], ["run"]):
+    db = f"sqlite:///{tmp_path}/x.db"
+    for args in (
+        ["replay", str(SAMPLE), "--channel", "m", "--db", db],
+        ["run"],
+        ["silence", "add", "--rule", "x", "--for", "2h", "--db", db],
+        ["alerts", "test", "--destination", "console"],
+    ):
         proc = tgs(*args, "--rules", str(rules))
         assert proc.returncode == 2
         assert proc.stderr.decode().strip().splitlines() == lines

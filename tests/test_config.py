@@ -76,11 +76,11 @@ def test_dotenv_is_read_without_touching_os_environ(tmp_path: Path, monkeypatch:
     rules = tmp_path / "rules"
     rules.mkdir()
     write(rules, "d.yaml", "destinations:\n  - {name: s, type: slack, url: '${TGS_TEST_SLACK}'}\n")
-    (tmp_path / ".env").write_text("TGS_TEST_SLACK=https://hooks.slack.com/x\n")
+    (tmp_path / ".env").write_text("TGS_TEST_SLACK=https://hooks.slack.com/services/T/B/x\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TGS_TEST_SLACK", raising=False)
     config = load_config(rules)
-    assert config.destinations["s"].url.get_secret_value() == "https://hooks.slack.com/x"
+    assert config.destinations["s"].url.get_secret_value() == "https://hooks.slack.com/services/T/B/x"
     import os
 
     assert "TGS_TEST_SLACK" not in os.environ
@@ -163,7 +163,7 @@ def test_cross_file_references(tmp_path: Path) -> None:
             channels: [mfarusia, dump, "dump:mfa", rian_ru]
             match: {any: [x]}
         destinations:
-          - {name: slack, type: slack, url: "https://hooks.slack.com/x"}
+          - {name: slack, type: slack, url: "https://hooks.slack.com/services/T/B/x"}
         """,
     )
     assert problems(tmp_path) == [
@@ -234,3 +234,29 @@ def test_schema_describes_the_rule_files() -> None:
     assert {"$ref": "#/$defs/RegexTerm"} in item_kinds and {"$ref": "#/$defs/Group"} in item_kinds
     channel_item = schema["properties"]["channels"]["items"]["anyOf"]
     assert {"type": "string"} in channel_item
+
+
+def test_a_duplicate_is_reported_even_when_the_first_one_is_invalid(tmp_path: Path) -> None:
+    a = write(
+        tmp_path,
+        "a.yaml",
+        """
+        rules:
+          - id: dup
+            match: {any: []}
+          - id: dup
+            match: {any: ["$TSLA"]}
+        destinations:
+          - {name: hook, type: webhook, url: "not a url"}
+          - {name: hook, type: webhook, url: "https://siem.example/h"}
+          - {name: same, type: webhook, url: "https://siem.example/h"}
+        """,
+    )
+    # The same destination written twice (in two files) is one destination, not a duplicate.
+    write(tmp_path, "b.yaml", "destinations:\n  - {name: same, type: webhook, url: 'https://siem.example/h'}\n")
+    assert problems(tmp_path) == [
+        f"{a}:3: any: empty group: the list has no items",
+        f"{a}:4: duplicate rule id 'dup' (first at {a}:2)",
+        f"{a}:7: url: no scheme (write https://...)",
+        f"{a}:8: duplicate destination 'hook' (first at {a}:7)",
+    ]

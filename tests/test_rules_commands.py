@@ -85,3 +85,50 @@ def test_missing_dump_is_one_line_exit_2() -> None:
     result = runner.invoke(app, ["rules", "test", "/nonexistent/dump.txt", "--rules", str(ROOT / "rules")])
     assert result.exit_code == 2
     assert "/nonexistent/dump.txt: no such file" in result.output
+
+
+def test_backtest_over_stored_messages_names_each_post_by_channel_date_and_link(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from bot.pipeline.ingest import Ingest
+    from bot.sources.model import ChannelRef, Incoming
+    from bot.store.db import release
+    from bot.store.migrate import open_store
+
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    store = open_store(db)
+    news = ChannelRef(tg_id=5, username="NewsRoom", title="News")
+    private = ChannelRef(tg_id=6, title="No username")
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    Ingest(store).ingest_sync(
+        [
+            Incoming(channel=news, message_id=7, text="BRICS summit opens", date=when),
+            Incoming(channel=news, message_id=8, text="weather", date=when),
+            Incoming(channel=private, message_id=3, text="BRICS again", date=when),
+        ]
+    )
+    release(store)
+    (tmp_path / "r.yaml").write_text("rules:\n  - id: brics\n    match: {any: [BRICS]}\n")
+    result = runner.invoke(app, ["rules", "test", "--db", db, "--rules", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines()]
+    matches = [{"rule": "brics", "terms": ["BRICS"]}]
+    # A stored message is named by its id, never by an `index` (that is a dump's position).
+    assert records == [
+        {
+            "message_id": 7,
+            "channel": "newsroom",
+            "date": "2024-05-01T12:00:00+00:00",
+            "url": "https://t.me/newsroom/7",
+            "title": "BRICS summit opens",
+            "matches": matches,
+        },
+        {
+            "message_id": 3,
+            "channel": "-1006",
+            "date": "2024-05-01T12:00:00+00:00",
+            "url": None,
+            "title": "BRICS again",
+            "matches": matches,
+        },
+    ]

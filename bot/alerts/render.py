@@ -53,6 +53,13 @@ def utf16_len(text: str) -> int:
     return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text)
 
 
+def post_url(username: str | None, message_id: int | None) -> str | None:
+    """A post's link, https://t.me/<username>/<id>; None for a channel without a username (a dump)."""
+    if not username or message_id is None:
+        return None
+    return f"https://t.me/{username}/{message_id}"
+
+
 def is_web_url(url: str | None) -> bool:
     if not url:
         return False

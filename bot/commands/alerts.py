@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import json
-from datetime import timedelta
-from typing import Annotated
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from sqlalchemy import Engine, select
@@ -12,11 +15,21 @@ from sqlalchemy.orm import Session
 
 from bot.errors import InputError
 
-alerts_app = typer.Typer(help="Deliveries: list them, send dead ones again.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from bot.alerts.model import AlertView
+    from bot.config import Config
+
+alerts_app = typer.Typer(
+    help="Deliveries: list them, send dead ones again, send a test alert.", no_args_is_help=True
+)
 silence_app = typer.Typer(help="Silences: mute a rule (in a channel) for a while.", no_args_is_help=True)
 
 DbOption = Annotated[str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL).")]
+RulesOption = Annotated[
+    Path | None, typer.Option("--rules", help="Rules directory (default: TGSENTINEL_RULES_DIR or ./rules).")
+]
 STATUSES = ("pending", "held", "sent", "dead", "folded")
+TEST_RULE = "tgsentinel-test"
 
 
 def _store(db: str | None) -> Engine:
@@ -24,6 +37,100 @@ def _store(db: str | None) -> Engine:
     from bot.store.migrate import open_store
 
     return open_store(load_settings(database_url=db).database_url, create=False)
+
+
+def _rules(rules_dir: Path | None) -> tuple[Path, Config]:
+    """The rules directory (`--rules`, else the settings') and what it holds; invalid rules are the
+    FILE:LINE lines and exit 2."""
+    from bot.config import load_config
+    from bot.settings import load_settings
+
+    path = load_settings(rules_dir=rules_dir).rules_dir
+    return path, load_config(path)
+
+
+def _near(name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if near:
+        return f" (did you mean {near[0]!r}?)"
+    if not known:
+        return " (there are none)"
+    return f" (there are: {', '.join(known)})" if len(known) <= 10 else ""
+
+
+def sample_alert(destination: str) -> AlertView:
+    """The sample `alerts test` sends: a match of no post, saying it is a test wherever it shows."""
+    import uuid
+
+    from bot.alerts.model import AlertView
+
+    return AlertView(
+        # A fresh id each time: a receiver that drops repeated webhook-ids must not drop a second test.
+        id=f"{TEST_RULE}-{uuid.uuid4().hex}",
+        kind="match",
+        rule_id=TEST_RULE,
+        severity="info",
+        channel_title="tgsentinel (test)",
+        date=datetime.now(UTC),
+        title="tgsentinel test alert",
+        text=(
+            f"This is a test alert, sent by `tgsentinel alerts test` to check the destination "
+            f"{destination}. No post matched any rule: there is nothing to do."
+        ),
+    )
+
+
+async def _send_test(dest: Any) -> tuple[Any, list[int]]:
+    """Send the sample through the destination's real sender, built as the monitor builds it.
+    Returns what the sender answered and the HTTP status of each response."""
+    import sys
+
+    from bot.alerts.senders import build_sender
+    from bot.app import http_client
+
+    statuses: list[int] = []
+
+    async def note(response: Any) -> None:
+        statuses.append(response.status_code)
+
+    async with http_client() as client:
+        hooks = client.event_hooks
+        client.event_hooks = {**hooks, "response": [*hooks.get("response", []), note]}
+        sender = build_sender(dest, client, console=sys.stdout)
+        return await sender.send(sample_alert(dest.name)), statuses
+
+
+@alerts_app.command("test")
+def send_test(
+    destination: Annotated[str, typer.Option("--destination", help="A destination's name.")],
+    rules_dir: RulesOption = None,
+) -> None:
+    """Send one sample alert, marked as a test, to a destination; print what it answered
+    (exit 1 if it did not take it). Needs no database."""
+    import asyncio
+
+    from bot.alerts.model import RetryAfter, SendError
+
+    path, config = _rules(rules_dir)
+    dest = config.destinations.get(destination)
+    if dest is None:
+        known = _near(destination, config.destinations)
+        raise InputError(f"--destination: no destination {destination!r} in {path}{known}")
+    try:
+        sent, statuses = asyncio.run(_send_test(dest))
+    except SendError as exc:
+        # Senders' reasons name the endpoint as scheme://host only, and are redacted of secrets.
+        wait = f" (rate limited: retry in {exc.seconds:.0f}s)" if isinstance(exc, RetryAfter) else ""
+        typer.echo(f"tgsentinel: {dest.name}: failed: {exc.reason}{wait}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # a bug, not the destination's answer: its type only, a message may hold a URL
+        typer.echo(f"tgsentinel: {dest.name}: failed: {type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+    said = [f"HTTP {statuses[-1]}"] if statuses else []
+    if sent.provider_id is not None:
+        said.append(f"message {sent.provider_id}")
+    typer.echo(f"sent to {dest.name} ({dest.type})" + (f": {', '.join(said)}" if said else ""))
 
 
 @alerts_app.command("list")
@@ -92,8 +199,9 @@ def silence_add(
     reason: Annotated[str, typer.Option("--reason", help="Why, for the team.")] = "",
     channel: Annotated[str | None, typer.Option("--channel", help="Only in this channel.")] = None,
     db: DbOption = None,
+    rules_dir: RulesOption = None,
 ) -> None:
-    """Mute a rule (in one channel, or everywhere) for a while."""
+    """Mute a rule (in one channel, or everywhere) for a while. The rule must be in the rules."""
     from bot.channel import scope_key
     from bot.duration import parse_duration
     from bot.store.channels import now
@@ -107,6 +215,11 @@ def silence_add(
         scope = scope_key(channel) if channel else None
     except ValueError as exc:
         raise InputError(f"--channel: {exc}") from None
+    path, config = _rules(rules_dir)
+    ids = {r.id for r in config.rules}
+    if rule not in ids:
+        # A typo would otherwise mute nothing, silently, while the noisy rule keeps paging.
+        raise InputError(f"--rule: no rule has id {rule!r} in {path}" + _near(rule, ids))
     engine = _store(db)
     with Session(engine) as session, session.begin():
         row = Silence(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,7 +35,9 @@ def check(
         Path | None, typer.Argument(metavar="[DIR]", help="default: $TGSENTINEL_RULES_DIR or ./rules")
     ] = None,
 ) -> None:
-    """Report every problem as FILE:LINE: message (exit 1), or a short summary (exit 0)."""
+    """Report every problem as FILE:LINE: message (exit 1), or a short summary (exit 0).
+
+    Warnings (FILE:LINE: warning: ...) are printed either way and do not fail the check."""
     # Bad input rather than a finding (exit 2, not 1): there are no rules to judge.
     rules_dir = rules_directory(rules_dir or default_rules_dir())
     try:
@@ -44,21 +46,29 @@ def check(
         for line in exc.problems:
             typer.echo(line)
         raise typer.Exit(1) from None
+    for line in config.warnings:
+        typer.echo(line)
+    warned = f" ({_plural(len(config.warnings), 'warning')})" if config.warnings else ""
     typer.echo(
         f"rules OK: {_plural(len(config.files), 'file')}, {_plural(len(config.rules), 'rule')}, "
         f"{_plural(len(config.channels), 'channel')}, {_plural(len(config.destinations), 'destination')}"
+        f"{warned}"
     )
 
 
 def backtest_db(url: str, engine: Engine, since: datetime | None = None) -> Iterator[dict]:
-    """Backtest over stored messages (index = message id), oldest first, in pages."""
+    """Backtest over stored messages, oldest first, in pages: each record says the post's
+    `message_id`, `channel` (its key), `date` and `url` (its t.me link, where the channel has a
+    username)."""
     return backtest(_stored_posts(url, since), engine)
 
 
-def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[int, str, MatchInput]]:
+def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[dict[str, Any], MatchInput]]:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
+    from bot.alerts.render import post_url
+    from bot.channel import key
     from bot.store.channels import names
     from bot.store.db import release
     from bot.store.migrate import open_store
@@ -77,9 +87,17 @@ def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[int, str, 
                 when = since if since.tzinfo else since.astimezone()
                 query = query.where(func.coalesce(Message.date, Message.created_at) >= when)
             for message, channel in session.execute(query):
+                date = message.date
+                if date is not None and date.tzinfo is None:
+                    date = date.replace(tzinfo=UTC)  # the store keeps UTC
                 yield (
-                    message.msg_id,
-                    message.title,
+                    {
+                        "message_id": message.msg_id,
+                        "channel": key(username=channel.username, tg_id=channel.tg_id, dump=channel.dump),
+                        "date": date.isoformat() if date is not None else None,
+                        "url": post_url(channel.username, message.msg_id),
+                        "title": message.title,
+                    },
                     MatchInput(
                         text=message.text,
                         hashtags=tuple(message.hashtags),
@@ -91,7 +109,7 @@ def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[int, str, 
         release(store)
 
 
-def _dump_posts(path: Path, channel: str) -> Iterator[tuple[int, str, MatchInput]]:
+def _dump_posts(path: Path, channel: str) -> Iterator[tuple[dict[str, Any], MatchInput]]:
     from bot.parse import parse_dump, read_dump
 
     try:
@@ -102,8 +120,7 @@ def _dump_posts(path: Path, channel: str) -> Iterator[tuple[int, str, MatchInput
     for post in parse_dump(read_dump(path)):
         content = post.content
         yield (
-            post.index,
-            content.title,
+            {"index": post.index, "title": content.title},  # the 0-based position in the dump
             MatchInput(
                 text=content.text,
                 hashtags=content.hashtags,
@@ -127,7 +144,9 @@ def test(
         datetime | None, typer.Option("--since", help="with --db: messages from this date")
     ] = None,
 ) -> None:
-    """Run the rules over a dump (or --db): one JSON line per matching post."""
+    """Run the rules over a dump (or --db): one JSON line per matching post.
+
+    A dump's posts carry `index` (0-based position); stored ones `message_id`, `channel`, `date`, `url`."""
     if (file is None) == (db is None):
         raise typer.BadParameter("give a dump FILE or --db URL")
     # Invalid rules here are bad input (exit 2): the CLI prints their FILE:LINE lines.

@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -109,6 +109,8 @@ class Config:
     files: tuple[Path, ...] = ()
     # channel key -> "FILE:LINE" where it is listed, so a problem found at run time points at its line
     listed_at: dict[str, str] = dataclasses.field(default_factory=dict)
+    # "FILE:LINE: warning: ..." for what looks wrong but may be meant (a proxy in front of Slack)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 # --- JSON Schema -----------------------------------------------------------------------------------
@@ -126,6 +128,8 @@ def write_schema(path: Path) -> None:
 # --- loading ---------------------------------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_BARE_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _STR_TAG = "tag:yaml.org,2002:str"
 # Only these values are safe to echo in a message; the rest may be secrets (URLs, tokens).
 _ECHO = {"severity", "forwards", "edits", "via", "type", "flags", "id", "enabled", "throttle", "digest"}
@@ -142,20 +146,29 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def _substitute(node: yaml.Node, env: Mapping[str, str], where: str, problems: list[str]) -> None:
+def _substitute(
+    node: yaml.Node,
+    env: Mapping[str, str],
+    where: str,
+    problems: list[str],
+    reported: set[int] | None = None,
+) -> None:
+    """`${NAME}` replaced from `env`; an unset one is a problem, and its node goes into `reported`."""
     if isinstance(node, yaml.ScalarNode):
         if node.tag == _STR_TAG and "${" in node.value:
 
             def repl(m: re.Match[str]) -> str:
                 if m.group(1) not in env:
                     problems.append(f"{where}:{_line(node)}: environment variable {m.group(1)} is not set")
+                    if reported is not None:
+                        reported.add(id(node))
                     return ""
                 return env[m.group(1)]
 
             node.value = _VAR.sub(repl, node.value)
     elif isinstance(node, yaml.SequenceNode):
         for child in node.value:
-            _substitute(child, env, where, problems)
+            _substitute(child, env, where, problems, reported)
     elif isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
@@ -163,7 +176,37 @@ def _substitute(node: yaml.Node, env: Mapping[str, str], where: str, problems: l
                 if key.value in seen:
                     problems.append(f"{where}:{_line(key)}: duplicate key {key.value!r}")
                 seen.add(key.value)
-            _substitute(value, env, where, problems)
+            _substitute(value, env, where, problems, reported)
+
+
+def _bare_variables(
+    node: yaml.Node, where: str, problems: list[str], flagged: set[int], field: str = ""
+) -> None:
+    """`$NAME` and `${NAME` are not substituted: say so, rather than let `$NAME` be taken for a URL.
+
+    Only under `destinations:`, where `${NAME}` is how secrets are written (a rule term may well be
+    `$TSLA`). A name that does not look like a variable's may be part of a literal secret: not shown.
+    """
+    if isinstance(node, yaml.ScalarNode):
+        if node.tag != _STR_TAG or "$" not in node.value:
+            return
+        rest = _VAR.sub("", node.value)
+        bare = _BARE_VAR.search(rest)
+        label = f"{field}: " if field else ""
+        if bare is not None:
+            name = bare.group(1) if _ENV_NAME.match(bare.group(1)) else "NAME"
+            problems.append(f"{where}:{_line(node)}: {label}${name} is not substituted: write ${{{name}}}")
+            flagged.add(id(node))
+        elif "${" in rest:
+            problems.append(f"{where}:{_line(node)}: {label}'${{' without its closing '}}'")
+            flagged.add(id(node))
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _bare_variables(child, where, problems, flagged, field)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else field
+            _bare_variables(value, where, problems, flagged, str(name))
 
 
 def _unwrap(tp: Any) -> Any:
@@ -240,7 +283,8 @@ def _node_at(node: yaml.Node, loc: Sequence[Any], key_node: bool) -> yaml.Node:
 
 
 def _message(err: Any, keys: list[str] | None) -> str:
-    loc = [p for p in err["loc"] if not isinstance(p, int)]
+    # "[key]": pydantic's mark of a mapping's key (a header name) rather than its value.
+    loc = [p for p in err["loc"] if not isinstance(p, int) and p != "[key]"]
     field = str(loc[-1]) if loc else ""
     if err["type"] == "extra_forbidden":
         msg = f"unknown key {field!r}"
@@ -261,8 +305,15 @@ def _message(err: Any, keys: list[str] | None) -> str:
 
 
 def _validate(
-    adapter: TypeAdapter[Any], tp: Any, data: Any, node: yaml.Node, where: str, problems: list[str]
+    adapter: TypeAdapter[Any],
+    tp: Any,
+    data: Any,
+    node: yaml.Node,
+    where: str,
+    problems: list[str],
+    reported: Collection[int] = (),
 ) -> Any:
+    """The model, or None with its problems added; `reported`: ids of nodes already reported on."""
     try:
         return adapter.validate_python(data)
     except ValidationError as exc:
@@ -273,6 +324,8 @@ def _validate(
             if keys is not None and loc[-2:-1] == ("group",):
                 keys = [*keys, "regex"]  # an item mapping may also be meant as a regex term
             target = _node_at(node, loc, key_node=extra)
+            if id(target) in reported:
+                continue  # `url: $NAME` is one problem, not also "no scheme"
             problems.append(f"{where}:{_line(target)}: {_message(err, keys)}")
         return None
 
@@ -294,6 +347,17 @@ class _Placed:
     line: int
 
 
+# What a file yields: models by top-level key; `ids`: (section, rule id or destination name, model
+# or None when invalid) of every item written, valid or not, so a duplicate is found either way;
+# `warnings`: messages.
+_SECTIONS = ("channels", "rules", "destinations", "ops", "ids", "warnings")
+_ID_KEYS = {"rules": "id", "destinations": "name"}
+
+
+def _sections() -> dict[str, list[_Placed]]:
+    return {key: [] for key in _SECTIONS}
+
+
 def _read_file(path: Path, env: Mapping[str, str], problems: list[str]) -> dict[str, list[_Placed]]:
     found: list[str] = []
     out = _read_nodes(path, env, found)
@@ -305,7 +369,7 @@ def _read_file(path: Path, env: Mapping[str, str], problems: list[str]) -> dict[
 
 def _read_nodes(path: Path, env: Mapping[str, str], problems: list[str]) -> dict[str, list[_Placed]]:
     where = str(path)
-    out: dict[str, list[_Placed]] = {"channels": [], "rules": [], "destinations": [], "ops": []}
+    out = _sections()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -316,7 +380,12 @@ def _read_nodes(path: Path, env: Mapping[str, str], problems: list[str]) -> dict
         root = loader.get_single_node()
         if root is None:
             return out
-        _substitute(root, env, where, problems)
+        reported: set[int] = set()
+        if isinstance(root, yaml.MappingNode):
+            for key_node, value_node in root.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == "destinations":
+                    _bare_variables(value_node, where, problems, reported)
+        _substitute(root, env, where, problems, reported)
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -355,9 +424,16 @@ def _read_nodes(path: Path, env: Mapping[str, str], problems: list[str]) -> dict
             continue
         adapter, tp = _TOP[key]
         for item, item_node in zip(value, value_node.value, strict=True):
-            model = _validate(adapter, tp, item, item_node, where, problems)
+            model = _validate(adapter, tp, item, item_node, where, problems, reported)
             if model is not None:
                 out[key].append(_Placed(model, where, _line(item_node)))
+            name = item.get(_ID_KEYS.get(key)) if isinstance(item, dict) else None
+            if isinstance(name, str | int):
+                out["ids"].append(_Placed((key, str(name), model), where, _line(item_node)))
+            if key == "destinations" and model is not None:
+                for at, message in model.warnings():
+                    line = _line(_node_at(item_node, at, key_node=False))
+                    out["warnings"].append(_Placed(f"warning: {at[-1]}: {message}", where, line))
     return out
 
 
@@ -380,7 +456,7 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
     rules_dir = rules_directory(rules_dir)
     env = _env(env)
     problems: list[str] = []
-    placed: dict[str, list[_Placed]] = {"channels": [], "rules": [], "destinations": [], "ops": []}
+    placed = _sections()
     files = _files(rules_dir)
     for path in files:
         for key, items in _read_file(path, env, problems).items():
@@ -395,30 +471,38 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
                 f"at {first.where}:{first.line}"
             )
 
+    # Duplicates and references by what is written, valid or not: an invalid first rule `x` does not
+    # hide a second one, and a rule naming an invalid destination is not told it is unknown.
+    written: dict[tuple[str, str], _Placed] = {
+        ("destinations", "console"): _Placed(("destinations", "console", CONSOLE), "<built in>", 0)
+    }
+    for p in placed["ids"]:
+        section, name, model = p.model
+        first = written.setdefault((section, name), p)
+        # The same destination twice (in two files, say) is fine; a rule id must be unique.
+        same = section == "destinations" and model is not None and first.model[2] == model
+        if first is not p and not same:
+            what = "rule id" if section == "rules" else "destination"
+            problems.append(
+                f"{p.where}:{p.line}: duplicate {what} {name!r} (first at {first.where}:{first.line})"
+            )
+    destination_names = {name: p for (section, name), p in written.items() if section == "destinations"}
+
     destinations: dict[str, _Placed] = {"console": _Placed(CONSOLE, "<built in>", 0)}
     for p in placed["destinations"]:
-        first = destinations.get(p.model.name)
-        if first is not None and first.model != p.model:
-            problems.append(
-                f"{p.where}:{p.line}: duplicate destination {p.model.name!r} "
-                f"(first at {first.where}:{first.line})"
-            )
         destinations.setdefault(p.model.name, p)
 
     rules: dict[str, _Placed] = {}
     for p in placed["rules"]:
         rule: Rule = p.model
-        if (first := rules.get(rule.id)) is not None:
-            problems.append(
-                f"{p.where}:{p.line}: duplicate rule id {rule.id!r} (first at {first.where}:{first.line})"
-            )
-            continue
+        if rule.id in rules:
+            continue  # reported above
         rules[rule.id] = p
         for name in rule.notify:
-            if name not in destinations:
+            if name not in destination_names:
                 problems.append(
                     f"{p.where}:{p.line}: rule {rule.id!r}: unknown destination {name!r}"
-                    + _suggest(name, destinations)
+                    + _suggest(name, destination_names)
                 )
         if channels:
             known = {*channels, "dump"}
@@ -434,13 +518,16 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
         if ops is not None and p.model != ops:
             problems.append(f"{p.where}:{p.line}: ops is already set to {ops!r}")
         ops = p.model
-        if p.model not in destinations:
+        if p.model not in destination_names:
             problems.append(
-                f"{p.where}:{p.line}: ops: unknown destination {p.model!r}" + _suggest(p.model, destinations)
+                f"{p.where}:{p.line}: ops: unknown destination {p.model!r}"
+                + _suggest(p.model, destination_names)
             )
 
+    warnings = [f"{p.where}:{p.line}: {p.model}" for p in placed["warnings"]]
     if problems:
-        raise ConfigError(sorted(problems, key=lambda p: _position(p, files)))
+        # The warnings too: one pass shows everything to look at.
+        raise ConfigError(sorted([*problems, *warnings], key=lambda p: _position(p, files)))
     return Config(
         channels=[p.model for p in channels.values()],
         rules=[p.model for p in rules.values()],
@@ -448,6 +535,7 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
         ops=ops,
         files=tuple(files),
         listed_at={key: f"{p.where}:{p.line}" for key, p in channels.items()},
+        warnings=sorted(warnings, key=lambda p: _position(p, files)),
     )
 
 
