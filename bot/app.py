@@ -12,7 +12,7 @@ import logging
 import socket
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import httpx
@@ -151,6 +151,23 @@ class Pipeline:
         await self.client.aclose()
 
 
+def activity(store: Engine, since: datetime) -> tuple[int, int]:
+    """Posts stored and alerts sent (ops notices not counted) since `since`, for the heartbeat."""
+    from sqlalchemy import func
+
+    from bot.store.models import Alert, Delivery, Message
+
+    with Session(store) as session:
+        stored = session.scalar(select(func.count()).select_from(Message).where(Message.created_at >= since))
+        sent = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .join(Alert, Alert.id == Delivery.alert_id)
+            .where(Delivery.status == "sent", Delivery.sent_at >= since, Alert.kind != "ops")
+        )
+    return stored or 0, sent or 0
+
+
 def has_credentials(settings: Settings) -> bool:
     if not (settings.api_id and settings.api_hash):
         return False
@@ -171,6 +188,8 @@ class Monitor:
         self.store = open_store(settings.database_url)
         self.pipeline = Pipeline(settings, self.store, self.watcher.current)
         self.health = Health(settings.lag_threshold)
+        self.health.listed_at = dict(self.watcher.current.config.listed_at)
+        self._beat_since = datetime.now(UTC)
         self.web: Any = None
         self.telegram: Any = None
         self.tasks: list[asyncio.Task[Any]] = []
@@ -186,6 +205,7 @@ class Monitor:
 
     async def _reloaded(self, rules: RuleSet) -> None:
         self.pipeline.reload(rules)
+        self.health.listed_at = dict(rules.config.listed_at)
         by_tg, by_web = self._split(rules)
         if self.telegram is not None:
             await self.telegram.update(by_tg)
@@ -218,7 +238,14 @@ class Monitor:
             )
         by_tg, by_web = self._split(self.watcher.current)
         self._announce(by_tg, by_web)
-        self.web = WebSource(self.pipeline.ingest, self.pipeline.client, self.settings, self.health, by_web)
+        self.web = WebSource(
+            self.pipeline.ingest,
+            self.pipeline.client,
+            self.settings,
+            self.health,
+            by_web,
+            ops=self.pipeline.ops,
+        )
         host, port = self.settings.http_host, self.settings.http_port
         try:
             self.server = await serve(self.health, host, port)
@@ -265,6 +292,16 @@ class Monitor:
         scheduler.add_job(
             self._loop_lag, "interval", seconds=1, id="loop-lag", max_instances=1, coalesce=True
         )
+        scheduler.add_job(self._outages, "interval", seconds=1, id="outages", max_instances=1, coalesce=True)
+        if self.settings.heartbeat:
+            scheduler.add_job(
+                self._heartbeat,
+                "interval",
+                seconds=self.settings.heartbeat,
+                id="heartbeat",
+                max_instances=1,
+                coalesce=True,
+            )
         if self.settings.retention:
             scheduler.add_job(
                 self._prune, "interval", hours=1, id="retention", max_instances=1, coalesce=True
@@ -277,6 +314,33 @@ class Monitor:
         before = time.perf_counter()
         await asyncio.sleep(0)
         metrics.LOOP_LAG.set(time.perf_counter() - before)
+
+    async def _outages(self) -> None:
+        """A source failing for `outage_notice` seconds is one ops notice; its recovery is one more."""
+        from bot.health import tell
+
+        for notice in self.health.outages(self.settings.outage_notice):
+            await tell(self.pipeline.ops, f"{notice.source}.{notice.kind}", notice.text)
+
+    async def _heartbeat(self) -> None:
+        """One line of what the monitor did since the last one: the sign that it is alive."""
+        from bot.health import span
+
+        since, self._beat_since = self._beat_since, datetime.now(UTC)
+        stored, sent = await run_sync(self.store, activity, self.store, since)
+        total = len(self.health.channels)
+        troubles = self.health.troubles()
+        log.info(
+            "heartbeat: %d/%d channels up to date; in the last %s: %d post%s stored, %d alert%s sent; %s",
+            self.health.up_to_date(),
+            total,
+            span((self._beat_since - since).total_seconds()),
+            stored,
+            "" if stored == 1 else "s",
+            sent,
+            "" if sent == 1 else "s",
+            f"problems: {', '.join(troubles)}" if troubles else "no problems",
+        )
 
     async def _housekeeping(self) -> None:
         from bot import metrics

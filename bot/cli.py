@@ -182,6 +182,17 @@ def run(rules: RulesOption = None, db: DbOption = None) -> None:
 
 
 @app.command()
+def status(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
+) -> None:
+    """What the store holds and, when the monitor runs, what its /healthz says."""
+    from bot.commands.status import status as show_status
+
+    show_status(load_settings(database_url=db), as_json=as_json)
+
+
+@app.command()
 def login(
     phone: Annotated[
         str | None, typer.Option("--phone", envvar="TELEGRAM_PHONE", help="International format, e.g. +44...")

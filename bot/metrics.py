@@ -17,6 +17,14 @@ ALERTS_SUPPRESSED = Counter(
 DELIVERIES = Counter("tgsentinel_deliveries_total", "Delivery outcomes", ["destination", "status"])
 FLOOD_WAIT_SECONDS = Counter("tgsentinel_flood_wait_seconds_total", "Seconds spent in Telegram FloodWaits")
 GAPS = Counter("tgsentinel_gaps_total", "Gaps a catch-up could not close", ["channel"])
+CHANNEL_PROBLEMS = Gauge(
+    "tgsentinel_channel_problems",
+    "1 for a channel that cannot be watched until the rules change (no such channel, not public, private)",
+    ["channel", "kind"],
+)
+SOURCE_CONNECTED = Gauge(
+    "tgsentinel_source_connected", "1 while a source reaches its service (t.me, Telegram), else 0", ["source"]
+)
 LOOP_LAG = Gauge("tgsentinel_event_loop_lag_seconds", "How late the event loop ran a timer")
 DB_SIZE = Gauge("tgsentinel_database_size_bytes", "Size of the database")
 DELIVERY_LATENCY = Histogram(

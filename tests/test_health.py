@@ -1,10 +1,12 @@
-"""/healthz and /metrics over real HTTP on 127.0.0.1."""
+"""/healthz and /metrics over real HTTP on 127.0.0.1, and the rules health judges by."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
+from prometheus_client import REGISTRY
 
 from bot.health import Health, serve
 
@@ -19,12 +21,13 @@ async def test_healthz_is_200_while_every_channel_is_swept_and_503_when_one_cann
     health = Health(lag_threshold=60)
     health.watch("quiet", "telegram")
     health.watch("broken", "telegram")
+    health.set_connected("telegram", True)
     health.swept("quiet")
     health.swept("broken")
     server = await serve(health, "127.0.0.1", 0)
     try:
         ok = await fetch(server, "/healthz")
-        assert ok.status_code == 200 and ok.json()["healthy"] is True
+        assert ok.status_code == 200 and ok.json()["healthy"] is True and ok.json()["status"] == "ok"
 
         # A quiet channel stays healthy: lag runs from its last sweep, not its last post.
         # The broken one's sweeps fail for longer than the threshold.
@@ -32,18 +35,121 @@ async def test_healthz_is_200_while_every_channel_is_swept_and_503_when_one_cann
         health.channels["broken"].last_sweep -= 120
         bad = await fetch(server, "/healthz")
         body = bad.json()
-        assert bad.status_code == 503 and body["healthy"] is False
+        assert bad.status_code == 503 and body["healthy"] is False and body["status"] == "unhealthy"
         assert body["channels"]["broken"]["last_error"] == "CHANNEL_PRIVATE"
+        assert body["channels"]["broken"]["state"] == "lagging"
         assert body["channels"]["broken"]["lag_seconds"] >= 120
         assert body["channels"]["quiet"]["lag_seconds"] < 60
 
-        health.connected = False
-        health.swept("broken")
-        assert (await fetch(server, "/healthz")).status_code == 503
+        # Connected is said per source, as it is.
+        health.set_connected("telegram", False, "OSError: network is unreachable")
+        body = (await fetch(server, "/healthz")).json()
+        assert body["connected"] is False
+        assert body["sources"]["telegram"]["connected"] is False
+        assert "unreachable" in body["sources"]["telegram"]["last_error"]
 
         metrics = await fetch(server, "/metrics")
         assert metrics.status_code == 200 and "tgsentinel_event_loop_lag_seconds" in metrics.text
+        assert 'tgsentinel_source_connected{source="telegram"} 0.0' in metrics.text
         assert (await fetch(server, "/nope")).status_code == 404
         json.dumps(health.snapshot())  # serialisable as it is
     finally:
         server.close()
+
+
+async def test_a_monitor_is_starting_until_its_first_round_and_failing_at_its_first_failed_try():
+    health = Health(lag_threshold=900)
+    health.watch("a", "web")
+    health.watch("b", "web")
+    server = await serve(health, "127.0.0.1", 0)
+    try:
+        starting = await fetch(server, "/healthz")
+        assert starting.status_code == 503 and starting.json()["status"] == "starting"
+        assert starting.json()["connected"] is None  # nothing tried yet: not "connected"
+
+        health.swept("a")
+        half = await fetch(server, "/healthz")
+        assert half.status_code == 503 and half.json()["status"] == "starting"
+
+        # b has never succeeded and its first try failed: unhealthy now, not after the lag threshold.
+        health.set_connected("web", False, "ConnectError: [Errno -2] Name or service not known")
+        health.swept("b", ok=False, error="ConnectError: [Errno -2] Name or service not known")
+        failed = await fetch(server, "/healthz")
+        body = failed.json()
+        assert failed.status_code == 503 and body["status"] == "unhealthy"
+        assert body["channels"]["b"]["state"] == "failing" and body["channels"]["b"]["last_sweep"] is None
+        assert body["sources"]["web"]["connected"] is False
+
+        health.set_connected("web", True)
+        health.swept("b")
+        assert (await fetch(server, "/healthz")).status_code == 200
+    finally:
+        server.close()
+
+
+def test_a_channel_never_tried_whose_source_cannot_connect_is_failing_not_starting():
+    health = Health(lag_threshold=900)
+    health.watch("alpha", "telegram")
+    assert health.status() == "starting"
+    health.set_connected("telegram", False, "OSError: connection refused")
+    assert health.state("alpha") == "failing" and health.status() == "unhealthy"
+    assert "connection refused" in health.troubles()[0]
+
+
+def test_one_failed_try_after_a_success_is_tolerated_within_the_lag_threshold():
+    health = Health(lag_threshold=900)
+    health.watch("a", "web")
+    health.swept("a")
+    health.swept("a", ok=False, error="HTTP 500")
+    assert health.state("a") == "retrying" and health.healthy()
+    assert not health.healthy(now=time.time() + 901)
+    assert health.state("a", now=time.time() + 901) == "lagging"
+
+
+async def test_a_problem_names_its_rules_line_is_counted_and_is_reported_once():
+    health = Health(lag_threshold=900)
+    health.listed_at = {"nobody_here": "rules/watch.yaml:3"}
+    health.watch("nobody_here", "web")
+    told: list[tuple[str, str]] = []
+
+    async def ops(kind: str, summary: str) -> None:
+        told.append((kind, summary))
+
+    await health.report(ops, "nobody_here", "not_public", "not a public channel")
+    await health.report(ops, "nobody_here", "not_public", "not a public channel")
+    assert told == [("web.not_public", "rules/watch.yaml:3: not a public channel")]
+    snap = health.snapshot()
+    assert snap["healthy"] is False and snap["status"] == "unhealthy"
+    assert snap["channels"]["nobody_here"]["state"] == "problem"
+    assert snap["channels"]["nobody_here"]["problem"] == "rules/watch.yaml:3: not a public channel"
+    labels = {"channel": "nobody_here", "kind": "not_public"}
+    assert REGISTRY.get_sample_value("tgsentinel_channel_problems", labels) == 1.0
+    # Not an outage: retrying cannot help, so it does not count as a source failing.
+    assert health.outages(after=0.0, now=time.time() + 3600) == []
+
+    health.forget("nobody_here")  # taken out of the rules
+    assert REGISTRY.get_sample_value("tgsentinel_channel_problems", labels) is None
+    assert health.healthy()
+
+
+def test_an_outage_is_one_notice_after_the_notice_time_and_its_recovery_one_more():
+    health = Health(lag_threshold=900)
+    health.watch("a", "web")
+    health.watch("b", "web")
+    health.swept("a")
+    health.swept("b")
+    start = time.time()
+    health.set_connected("web", False, "ConnectError: boom")
+    health.swept("a", ok=False, error="ConnectError: boom")
+    assert health.outages(after=600, now=start + 599) == []
+    [down] = health.outages(after=600, now=start + 601)
+    assert down.kind == "outage" and down.source == "web"
+    assert "failing for 10m" in down.text and "a: ConnectError: boom" in down.text
+    assert "1 of 2 channel(s)" in down.text
+    assert health.outages(after=600, now=start + 1200) == []  # once
+
+    health.set_connected("web", True)
+    health.swept("a")
+    [up] = health.outages(after=600)
+    assert up.kind == "recovered" and "web source recovered" in up.text
+    assert health.outages(after=600) == []

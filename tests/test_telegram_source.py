@@ -7,12 +7,14 @@ scenarios over the real ingest path and store.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from telethon import errors, events, functions, types
 
 from bot import metrics
@@ -333,16 +335,33 @@ async def test_stale_access_hash_is_resolved_again(world: World) -> None:
     assert len(fake2.sent(Resolve)) == 1
 
 
-async def test_unresolvable_channel_is_reported_not_fatal(world: World) -> None:
+async def test_unresolvable_channel_is_reported_once_with_its_rules_line_and_parked_until_a_reload(
+    world: World,
+) -> None:
+    world.health.listed_at = {"ghost": "rules/watch.yaml:4"}
     src = world.source(Entry("ghost"), Entry("alpha"))
     await src.start()
     assert ids(world.sink.all_ingested()) == [10]
-    assert world.health.channels["ghost"].last_error
-    assert [kind for kind, _ in world.notices] == ["telegram.resolve"]
-    assert "ghost" in world.notices[0][1]
-    # Not asked again at every sweep: a name that does not resolve is retried with backoff.
+    ghost = world.health.snapshot()["channels"]["ghost"]
+    assert ghost["state"] == "problem" and ghost["last_error"]
+    assert ghost["problem"] == "rules/watch.yaml:4: @ghost does not exist (renamed or deleted?)"
+    assert world.notices == [("telegram.not_found", ghost["problem"])]
+    assert not world.health.healthy()
+    labels = {"channel": "ghost", "kind": "not_found"}
+    assert REGISTRY.get_sample_value("tgsentinel_channel_problems", labels) == 1.0
+    # Not asked again at any sweep: resolving a missing name again and again earns FloodWaits.
+    await src.sweep_all()
     await src.sweep_all()
     assert [r.username for r in world.fake.sent(Resolve)] == ["ghost", "alpha"]
+    # A reload that still lists it tries once more, and does not report it a second time.
+    await src.update([Entry("ghost"), Entry("alpha")])
+    await src.sweep_all()
+    assert [r.username for r in world.fake.sent(Resolve)] == ["ghost", "alpha", "ghost"]
+    assert len(world.notices) == 1
+    # Taken out of the rules: gone from health and metrics.
+    await src.update([Entry("alpha")])
+    assert REGISTRY.get_sample_value("tgsentinel_channel_problems", labels) is None
+    assert world.health.healthy()
 
 
 async def test_channel_that_cannot_be_swept_turns_health_unhealthy(world: World) -> None:
@@ -360,13 +379,43 @@ async def test_channel_that_cannot_be_swept_turns_health_unhealthy(world: World)
     assert not world.health.healthy()
     snap = world.health.snapshot()["channels"]
     assert snap["alpha"]["lag_seconds"] < 5 and snap["alpha"]["last_error"] is None
-    assert "private" in snap["beta"]["last_error"]
+    assert "private" in snap["beta"]["last_error"] and snap["beta"]["state"] == "problem"
     # Ops hear about it once, not at every sweep.
-    assert [kind for kind, _ in world.notices] == ["telegram.sweep"]
+    assert [kind for kind, _ in world.notices] == ["telegram.private"]
 
     world.fake.channels[BETA].private = False
     await src.sweep_all()
     assert world.health.healthy()
+
+
+async def test_each_channel_says_how_it_starts_and_a_transient_catch_up_failure_is_retried_quietly(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = world.source(Entry("alpha"))
+    with caplog.at_level(logging.INFO, logger="bot.sources.telegram"):
+        await src.start()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alpha:")]
+    assert lines == [
+        "alpha: telegram, live updates and a catch-up sweep every 300s; "
+        "1 post stored as the starting point, not alerted"
+    ]
+    assert world.health.state("alpha") == "ok"
+
+    world.fake.fail(GetHistory, lambda req: ConnectionError("connection reset"))
+    await src.sweep_all()
+    # Within the lag threshold a failed sweep is "retrying": still healthy, no ops notice (a long
+    # failure is an outage notice, sent by the monitor), and the next sweep tries again.
+    assert world.health.state("alpha") == "retrying" and world.health.healthy()
+    assert world.notices == []
+    world.fake.fill(ALPHA, [11])
+    assert await src.sweep("alpha") == 1
+    assert world.health.state("alpha") == "ok"
+
+    again = world.source(Entry("alpha"), fake=world.fake.restarted())
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bot.sources.telegram"):
+        await again.start()
+    assert any(r.getMessage().endswith("; resuming after message 11") for r in caplog.records)
 
 
 async def test_revoked_session_raises_session_error_and_tells_ops(world: World) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
 from bot.health import Health
+from bot.redact import endpoint
 from bot.settings import Settings
 from bot.sources.model import ChannelRef, Incoming, IngestResult
 from bot.sources.web import USER_AGENT, WebError, WebSource
@@ -343,6 +344,10 @@ async def test_keeps_running_when_the_server_is_unreachable(
     assert len(lines) >= 3
     assert all("secret" not in line for line in lines)
     assert health.channels[KEY].last_error
+    # Nothing ever succeeded: failing at once (not after the lag threshold), and not connected.
+    assert health.state(KEY) == "failing" and health.status() == "unhealthy"
+    assert health.sources["web"].connected is False
+    assert "secret" not in (health.sources["web"].last_error or "")
 
 
 async def test_a_name_that_is_no_public_channel_is_a_clear_error(
@@ -354,6 +359,77 @@ async def test_a_name_that_is_no_public_channel_is_a_clear_error(
     source = WebSource(sink, client, web_settings)
     with pytest.raises(WebError, match="not a public channel"):
         await source.poll_once("nobody_here")
+
+
+async def test_a_name_t_me_redirects_is_reported_once_and_not_polled_again_until_a_reload(
+    httpserver: HTTPServer, web_settings: Settings, client, sink: Recording, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    polled = {"nobody_here": 0, "chan_a": 0}
+    arrived = asyncio.Event()
+
+    def handler(request: Request) -> Response:
+        name = request.path.rsplit("/", 1)[1]
+        polled[name] += 1
+        loop.call_soon_threadsafe(arrived.set)
+        if name == "nobody_here":
+            return Response("", status=302, headers={"Location": "https://t.me/nobody_here"})
+        return Response(page_html([(1, text_of(1))], channel=name), content_type="text/html; charset=utf-8")
+
+    httpserver.expect_request("/s/nobody_here").respond_with_handler(handler)
+    httpserver.expect_request("/s/chan_a").respond_with_handler(handler)
+    health = Health(lag_threshold=900)
+    health.listed_at = {"nobody_here": "rules/watch.yaml:2"}
+    told: list[tuple[str, str]] = []
+
+    async def ops(kind: str, summary: str) -> None:
+        told.append((kind, summary))
+
+    entries = [Entry("nobody_here"), Entry("chan_a")]
+    settings = web_settings.model_copy(update={"web_interval": 0.05})
+    source = WebSource(sink, client, settings, health=health, channels=entries, ops=ops)
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        while not predicate():
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), timeout=10)
+
+    task = asyncio.create_task(source.run())
+    try:
+        with caplog.at_level(logging.INFO, logger="bot.sources.web"):
+            await until(lambda: polled["chan_a"] >= 5)  # five rounds of the other channel
+        assert polled["nobody_here"] == 1
+        assert told == [
+            (
+                "web.not_public",
+                f"rules/watch.yaml:2: not a public channel: {endpoint(settings.web_base)}/s/nobody_here "
+                "redirects (HTTP 302); is the name right, and is the channel public?",
+            )
+        ]
+        snap = health.snapshot()
+        assert snap["channels"]["nobody_here"]["state"] == "problem"
+        assert snap["channels"]["nobody_here"]["problem"] == told[0][1]
+        assert snap["sources"]["web"]["connected"] is True  # t.me answered: it is no outage
+        assert health.outages(after=0.0) == []
+        assert snap["status"] == "unhealthy"
+        labels = {"channel": "nobody_here", "kind": "not_public"}
+        assert REGISTRY.get_sample_value("tgsentinel_channel_problems", labels) == 1.0
+        # The other channel said how it started, once.
+        started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("chan_a:")]
+        assert started == [
+            "chan_a: web preview every 0.05s; 1 post stored as the starting point, not alerted"
+        ]
+
+        # A reload that still lists it tries once more; still a redirect: not reported again.
+        source.update(entries)
+        await until(lambda: polled["nobody_here"] == 2)
+        seen = polled["chan_a"]
+        await until(lambda: polled["chan_a"] >= seen + 3)
+        assert polled["nobody_here"] == 2 and len(told) == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 async def test_global_rpm_cap_spaces_requests_across_channels(

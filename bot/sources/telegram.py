@@ -5,6 +5,11 @@ every 15 minutes, reconnects lose updates), so live events are only a fast path.
 source complete is the per-channel `confirmed` id: every post up to it has been handed to the sink,
 in order. A live post that does not follow it directly triggers a catch-up through GetHistory first,
 so the store's highest id (the sink's cursor) never runs ahead of a hole, even across a crash.
+
+Health: the source is connected while its client is. A channel that cannot be watched (no such
+username, private, not a channel) is a problem, reported once (health, metrics, ops) and not tried
+again until a reload of the rules; a catch-up that fails for any other reason is retried at the next
+sweep, and a long failure is an outage notice (`Health.outages`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +28,7 @@ from telethon.tl.custom.message import Message
 
 from bot import metrics
 from bot.backoff import Backoff
-from bot.health import Health
+from bot.health import Health, Ops, tell
 from bot.pacer import Pacer
 from bot.parse.model import Entity
 from bot.settings import Settings
@@ -33,7 +37,6 @@ from bot.sources.model import ChannelRef, Forward, Incoming, IngestResult, Sink
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Ops = Callable[[str, str], Awaitable[None]]
 
 SOURCE = "telegram"
 # An album has at most 10 parts with (nearly) consecutive ids. The store keeps an album under its
@@ -43,7 +46,6 @@ ALBUM_LOOKBACK = 20
 FLUSH_EVERY = 100  # messages a sweep hands to the sink at a time, so a long gap is not held in memory
 GET_CHANNELS_BATCH = 100
 RECENT_ALBUMS = 256
-RETRY_CAP = 6 * 3600.0  # longest wait before trying a channel that could not be subscribed again
 LOGIN_HINT = "run `tgsentinel login` (or set TELEGRAM_SESSION to a string session) and start again"
 
 # Errors that mean the session itself is gone: retrying cannot help.
@@ -63,7 +65,13 @@ class ChannelEntryLike(Protocol):
 
 
 class ChannelProblem(Exception):
-    """A channel that cannot be watched (unresolvable, private, not a channel): reported, not fatal."""
+    """A channel that cannot be watched (unresolvable, private, not a channel): reported, not fatal.
+
+    `kind` names it in health and metrics: not_found, private, not_a_channel, unknown_id."""
+
+    def __init__(self, message: str, kind: str = "private") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 _ENTITY_TYPES: dict[type, str] = {
@@ -237,13 +245,12 @@ class TelegramSource:
         # Resolving and joining are rate limited hard by Telegram (ResolveUsername bursts cost hours).
         self._pacer = Pacer(pace if pace is not None else settings.resolve_interval)
         self._reconnect = Backoff(*backoff, jitter=(0.5, 1.5))
-        self._resubscribe = Backoff(settings.sweep_interval, RETRY_CAP, jitter=(1.0, 1.0))
         self._watched: dict[str, _Watched] = {}  # by entry key
         self._by_id: dict[int, _Watched] = {}
-        self._problems: set[tuple[str, str]] = set()  # (kind, key) already reported to ops
-        # Channels that could not be subscribed: (failures, monotonic time of the next try). Retried
-        # with backoff, since resolving a missing name again and again earns long FloodWaits.
-        self._retry: dict[str, tuple[int, float]] = {}
+        # Channels that cannot be watched (no such name, private): not tried again until a reload
+        # lists them again, since resolving a missing name again and again earns long FloodWaits.
+        self._parked: set[str] = set()
+        health.source(SOURCE)
         self._handlers: list[tuple[Callable[[Any], Awaitable[None]], EventBuilder]] = []
         self._fatal: SessionError | None = None
         # Albums already handed over (grouped_id), so parts arriving late are not a second post.
@@ -261,7 +268,7 @@ class TelegramSource:
     async def start(self) -> None:
         """Check the session, subscribe to every channel, register the handlers and catch up."""
         await self._check_session()
-        self.health.connected = True
+        self.health.set_connected(SOURCE, True)
         if not self._started:
             self._started = True
             await self._subscribe(list(self._entries.values()))
@@ -274,7 +281,8 @@ class TelegramSource:
         Only a lost session ends it (SessionError); network errors never do.
         """
         failures = 0
-        self.health.connected = self.client.is_connected()
+        if self.client.is_connected():
+            self.health.set_connected(SOURCE, True)
         while True:
             try:
                 if not self.client.is_connected():
@@ -283,15 +291,18 @@ class TelegramSource:
                 failures = 0
                 await self.client.disconnected
             except SessionError:
-                self.health.connected = False
+                self.health.set_connected(SOURCE, False, "session lost")
                 raise
             except Exception as e:
                 # Network trouble of any kind: never fatal, the loop reconnects and catches up.
-                log.warning("telegram connection lost: %s", _describe(e))
+                reason = _describe(e)
+                log.warning("telegram connection lost: %s", reason)
+                self.health.set_connected(SOURCE, False, reason)
             if self._fatal is not None:
-                self.health.connected = False
+                self.health.set_connected(SOURCE, False, "session lost")
                 raise self._fatal
-            self.health.connected = False
+            if self.health.sources[SOURCE].connected is not False:
+                self.health.set_connected(SOURCE, False, "disconnected")
             failures += 1
             wait = self._reconnect.delay(failures)
             log.info("reconnecting to telegram in %.1fs", wait)
@@ -300,10 +311,10 @@ class TelegramSource:
     async def stop(self) -> None:
         self._unregister()
         await self.client.disconnect()
-        self.health.connected = False
+        self.health.set_connected(SOURCE, False, "stopped")
 
     async def update(self, channels: Iterable[ChannelEntryLike]) -> None:
-        """Hot reload: subscribe new channels, drop removed ones."""
+        """Hot reload: subscribe new channels, drop removed ones; try parked ones still listed once more."""
         wanted = {_entry_key(e): e for e in channels}
         for key in [k for k in self._watched if k not in wanted]:
             w = self._watched.pop(key)
@@ -311,8 +322,10 @@ class TelegramSource:
             self.health.forget(w.key)
         for key in [k for k in self._entries if k not in wanted]:
             self.health.forget(key)
-            self._retry.pop(key, None)
         added = [e for k, e in wanted.items() if k not in self._watched]
+        for key in wanted.keys() - self._watched.keys():
+            self.health.watch(key, SOURCE)  # shown from the start, even before the client connects
+        self._parked &= set(wanted)
         self._entries = wanted
         if not self._started:
             return
@@ -324,10 +337,9 @@ class TelegramSource:
                 await self._sweep_guarded(w)
 
     async def sweep_all(self) -> int:
-        """Catch every watched channel up; returns how many posts were new. Retries failed subscriptions."""
-        now = time.monotonic()
-        due = {k for k in self._entries if k not in self._watched and self._retry.get(k, (0, 0.0))[1] <= now}
-        missing = [self._entries[k] for k in due]
+        """Catch every watched channel up; returns how many posts were new. Subscribes the channels a
+        network error kept from being subscribed (not the parked ones: they wait for a reload)."""
+        missing = [e for k, e in self._entries.items() if k not in self._watched and k not in self._parked]
         if missing and self._started:
             await self._subscribe(missing)
             self._register()
@@ -358,7 +370,7 @@ class TelegramSource:
     async def _session_lost(self, e: BaseException) -> NoReturn:
         msg = f"the Telegram session is not valid ({type(e).__name__}): {LOGIN_HINT}"
         self._fatal = SessionError(msg)
-        self.health.connected = False
+        self.health.set_connected(SOURCE, False, "session lost")
         await self._notice("session", "telegram", msg)
         raise self._fatal from None
 
@@ -384,8 +396,7 @@ class TelegramSource:
             try:
                 fresh.append((entry, await self._resolve(entry)))
             except ChannelProblem as e:
-                self._failed(key)
-                await self._problem(key, "resolve", str(e))
+                await self._cannot_watch(key, e)
         # One GetChannels for every cached channel tells who is still reachable and joined.
         for i in range(0, len(cached), GET_CHANNELS_BATCH):
             batch = cached[i : i + GET_CHANNELS_BATCH]
@@ -396,8 +407,7 @@ class TelegramSource:
                     try:
                         chat = await self._resolve(entry)
                     except ChannelProblem as e:
-                        self._failed(_entry_key(entry))
-                        await self._problem(_entry_key(entry), "resolve", str(e))
+                        await self._cannot_watch(_entry_key(entry), e)
                         continue
                 fresh.append((entry, chat))
         for entry, chat in fresh:
@@ -405,8 +415,7 @@ class TelegramSource:
             try:
                 await self._watch(entry, chat)
             except ChannelProblem as e:
-                self._failed(key)
-                await self._problem(key, "subscribe", str(e))
+                await self._cannot_watch(key, e)
             except SESSION_ERRORS as e:
                 await self._session_lost(e)
 
@@ -418,12 +427,13 @@ class TelegramSource:
                 input_peer = await self._call(lambda: self.client.get_input_entity(peer), None)
             except (ValueError, errors.RPCError) as e:
                 raise ChannelProblem(
-                    f"channel id {entry.tg_id} is unknown to this account; list it by username"
+                    f"channel id {entry.tg_id} is unknown to this account; list it by username",
+                    "unknown_id",
                 ) from e
             ref = ChannelRef(tg_id=entry.tg_id, access_hash=input_peer.access_hash)
             got = await self._get_channels([ref])
             if got[0] is None:
-                raise ChannelProblem(f"channel id {entry.tg_id} cannot be reached")
+                raise ChannelProblem(f"channel id {entry.tg_id} cannot be reached", "unknown_id")
             return got[0]
         name = entry.name
         await self._paced()
@@ -431,12 +441,12 @@ class TelegramSource:
             request = functions.contacts.ResolveUsernameRequest(name)
             result = await self._call(lambda: self.client(request), None)
         except (errors.UsernameNotOccupiedError, errors.UsernameInvalidError) as e:
-            raise ChannelProblem(f"@{name} does not exist (renamed or deleted?)") from e
+            raise ChannelProblem(f"@{name} does not exist (renamed or deleted?)", "not_found") from e
         except (errors.ChannelPrivateError, errors.ChannelInvalidError) as e:
             raise ChannelProblem(f"@{name} is private or unavailable") from e
         peer = result.peer
         if not isinstance(peer, types.PeerChannel):
-            raise ChannelProblem(f"@{name} is not a channel")
+            raise ChannelProblem(f"@{name} is not a channel", "not_a_channel")
         chat = next((c for c in result.chats if c.id == peer.channel_id), None)
         if not isinstance(chat, types.Channel):
             raise ChannelProblem(f"@{name} is private or unavailable")
@@ -460,7 +470,7 @@ class TelegramSource:
         if isinstance(chat, types.ChannelForbidden):
             raise ChannelProblem(f"{key} is private or this account was banned from it")
         if not isinstance(chat, types.Channel):
-            raise ChannelProblem(f"{key} is not a channel")
+            raise ChannelProblem(f"{key} is not a channel", "not_a_channel")
         if entry.name and chat.username and chat.username.lower() != entry.name.lower():
             notice = f"channel {key} is now @{chat.username}; update the channels list"
             await self._notice("renamed", key, notice)
@@ -480,13 +490,16 @@ class TelegramSource:
         async with w.lock:
             cursor = await self.sink.cursor(ref)
             if cursor is None:
-                await self._baseline(w, entry.backfill)
+                stored = await self._baseline(w, entry.backfill)
+                start = f"{stored} post{'' if stored == 1 else 's'} stored as the starting point, not alerted"
             else:
                 w.confirmed = cursor
+                start = f"resuming after message {cursor}"
         self._watched[key] = w
         self._by_id[chat.id] = w
-        self._retry.pop(key, None)
-        self._clear_problem(key)
+        self._parked.discard(key)
+        every = f"{self.settings.sweep_interval:g}s"
+        log.info("%s: telegram, live updates and a catch-up sweep every %s; %s", w.key, every, start)
 
     async def _join(self, ref: ChannelRef) -> None:
         await self._paced()
@@ -503,8 +516,10 @@ class TelegramSource:
         except (errors.ChannelPrivateError, errors.ChannelInvalidError, errors.InviteRequestSentError) as e:
             raise ChannelProblem(f"cannot join {ref.key}: {type(e).__name__}") from e
 
-    async def _baseline(self, w: _Watched, backfill: int) -> None:
-        """A new channel starts at its newest post: stored and matched (and `backfill` more), not alerted."""
+    async def _baseline(self, w: _Watched, backfill: int) -> int:
+        """A new channel starts at its newest post: stored and matched (and `backfill` more), not alerted.
+
+        Returns how many posts were stored."""
         want = max(1, backfill)
         # A few extra messages so the oldest album taken is whole.
         got = await self._call(
@@ -512,14 +527,16 @@ class TelegramSource:
         )
         msgs = [m for m in got if isinstance(m, types.Message)]
         posts = group_posts(msgs)[-want:]
+        result = IngestResult()
         if posts:
-            await self.sink.ingest([to_incoming(w.ref, p, alert=False) for p in posts])
+            result = await self.sink.ingest([to_incoming(w.ref, p, alert=False) for p in posts])
         w.confirmed = max((m.id for m in got), default=0)
-        log.info("%s: new channel, starting after message %d", w.key, w.confirmed)
+        return result.new
 
-    def _failed(self, key: str) -> None:
-        n = self._retry.get(key, (0, 0.0))[0] + 1
-        self._retry[key] = (n, self._resubscribe.due(n))
+    async def _cannot_watch(self, key: str, e: ChannelProblem) -> None:
+        """Parked until a reload lists it again; told to health, metrics and ops once."""
+        self._parked.add(key)
+        await self.health.report(self._ops, key, e.kind, str(e))
 
     async def _paced(self) -> None:
         await self._pacer.acquire()
@@ -666,15 +683,22 @@ class TelegramSource:
         except SESSION_ERRORS as e:
             self.health.swept(w.key, ok=False, error="session lost")
             await self._session_lost(e)
+        except (errors.ChannelPrivateError, errors.ChannelInvalidError) as e:
+            # It was watched and now cannot be read: a problem of the channel, reported once. Swept
+            # again each time (one cheap request), so it comes back by itself if it becomes public.
+            await self.health.report(
+                self._ops, w.key, "private", f"cannot catch up on {w.key}: {_describe(e)}"
+            )
+            raise
         except Exception as e:
+            # Transient: the next sweep tries again, and a long failure is an outage notice.
             error = _describe(e)
             self.health.swept(w.key, ok=False, error=error)
-            await self._problem(w.key, "sweep", f"cannot catch up on {w.key}: {error}")
+            log.warning("%s: catch-up failed (%s); the next sweep retries", w.key, error)
             raise
         if new:
             metrics.POSTS_RECOVERED.labels(channel=w.key).inc(new)
         self.health.swept(w.key)
-        self._clear_problem(w.key)
         return new
 
     async def _catch_up(self, w: _Watched) -> int:
@@ -742,23 +766,8 @@ class TelegramSource:
             await self._notice("floodwait", key or "telegram", notice)
         await asyncio.sleep(seconds)
 
-    async def _problem(self, key: str, kind: str, message: str) -> None:
-        self.health.swept(key, ok=False, error=message)
-        log.warning("%s", message)
-        if (kind, key) not in self._problems:
-            self._problems.add((kind, key))
-            await self._notice(kind, key, message)
-
-    def _clear_problem(self, key: str) -> None:
-        self._problems = {p for p in self._problems if p[1] != key}
-
     async def _notice(self, kind: str, key: str, message: str) -> None:
-        if self._ops is None:
-            return
-        try:
-            await self._ops(f"telegram.{kind}", message)
-        except Exception:
-            log.exception("ops notice not sent: %s", message)
+        await tell(self._ops, f"{SOURCE}.{kind}", message)
 
 
 def _describe(e: BaseException) -> str:

@@ -6,6 +6,10 @@ point and is stored without alerting. When every post on the page is new, the "l
 followed back to the cursor, at most `web_max_pages` pages; a catch-up the bound stops short is a gap:
 logged, counted and shown in health.
 
+Health: the source is connected when its last request reached t.me. A failed poll is retried with
+backoff; a name t.me redirects (no such channel, or not public) is a problem, reported once (health,
+metrics, ops) and not polled again until a reload of the rules.
+
 Politeness: one global requests-per-minute cap (`web_rpm`) spaces every request, paging included, so
 many channels stretch their intervals instead of hammering t.me; errors and 429s back off (a 429's
 Retry-After holds every channel, since t.me limits by client, not by page); the User-Agent says who
@@ -28,7 +32,7 @@ import httpx
 from bot import __version__, backoff, metrics
 from bot.channel import key as channel_key
 from bot.errors import first_line
-from bot.health import Health
+from bot.health import Health, Ops, tell
 from bot.pacer import Pacer
 from bot.redact import endpoint
 from bot.settings import Settings
@@ -49,6 +53,12 @@ class WebError(Exception):
     """One fetch failed. The message is safe to log: no URL beyond the channel name, no secrets."""
 
 
+class NotPublic(WebError):
+    """t.me redirects the preview to the contact page: no such channel, a private one, or a user.
+
+    Polling it again cannot help, so it is reported once and parked until the rules are reloaded."""
+
+
 class RateLimited(WebError):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__("HTTP 429" + (f", Retry-After {retry_after:g}s" if retry_after is not None else ""))
@@ -65,6 +75,7 @@ class _Watch:
     backfill: int
     due: float
     failures: int = 0
+    parked: bool = False  # not a public channel: not polled again until the rules are reloaded
 
 
 @dataclass(slots=True)
@@ -72,6 +83,7 @@ class _State:
     """What one channel's polls remember between polls."""
 
     started: bool = False  # its first page was taken as the starting point (matters while it is empty)
+    announced: bool = False  # its first successful poll was logged
     seen: dict[int, Revision] = field(default_factory=dict)  # message id -> revision, last pages read
 
 
@@ -86,12 +98,14 @@ class WebSource:
         health: Health | None = None,
         channels: Iterable[Any] = (),
         *,
+        ops: Ops | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.sink = sink
         self.client = client
         self.settings = settings
         self.health = health
+        self._ops = ops
         self.base = settings.web_base.rstrip("/")
         self._safe_base = endpoint(self.base)
         self._rng = rng or random.Random()
@@ -111,7 +125,8 @@ class WebSource:
     def update(self, channels: Iterable[Any]) -> None:
         """Watch exactly these channels (objects with `name`, optional `interval` and `backfill`, or names).
 
-        Channels kept keep their schedule and memory; new ones are polled at once."""
+        Channels kept keep their schedule and memory; new ones are polled at once, and so are parked
+        ones (not a public channel when last tried) that are still listed: once per reload."""
         watches: dict[str, _Watch] = {}
         for entry in channels:
             name = entry if isinstance(entry, str) else getattr(entry, "name", None)
@@ -129,6 +144,8 @@ class WebSource:
                     self.health.watch(key, SOURCE)
             else:
                 watch.interval, watch.backfill = interval, backfill
+                if watch.parked:
+                    watch.parked, watch.due = False, time.monotonic()
             watches[key] = watch
         for gone in self._watches.keys() - watches.keys():
             self._state.pop(gone, None)
@@ -155,7 +172,8 @@ class WebSource:
         )
         while True:
             self._wake.clear()
-            watch = min(self._watches.values(), key=lambda w: w.due, default=None)
+            active = (w for w in self._watches.values() if not w.parked)
+            watch = min(active, key=lambda w: w.due, default=None)
             if watch is None:
                 await self._wake.wait()
                 continue
@@ -169,7 +187,14 @@ class WebSource:
     async def _scheduled_poll(self, watch: _Watch) -> None:
         interval = self.interval(watch.key) if watch.key in self._watches else self.settings.web_interval
         try:
-            await self.poll_once(watch.name)
+            result, baseline, cursor = await self._poll(watch.name)
+        except NotPublic as exc:
+            watch.parked = True
+            log.info("web %s: not polled again until the rules are reloaded", watch.key)
+            if self.health is not None:
+                await self.health.report(self._ops, watch.key, "not_public", str(exc))
+            else:
+                await tell(self._ops, f"{SOURCE}.not_public", f"{watch.key}: {exc}")
         except RateLimited as exc:
             wait = exc.retry_after or 0.0
             self._pacer.hold(wait)
@@ -181,6 +206,10 @@ class WebSource:
         else:
             watch.failures = 0
             watch.due = time.monotonic() + interval * self._rng.uniform(*_JITTER)
+            state = self._state.get(watch.key)
+            if state is not None and not state.announced:
+                state.announced = True
+                log.info("%s", _first_poll_line(watch.key, interval, result, baseline, cursor))
 
     def _failed(self, watch: _Watch, interval: float, reason: str, at_least: float = 0.0) -> None:
         watch.failures += 1
@@ -197,7 +226,11 @@ class WebSource:
     async def poll_once(self, channel: Any) -> IngestResult:
         """Fetch a channel's page (and older pages when catching up) and ingest what is new.
 
-        Raises `WebError` for a failed fetch, `NotAChannelPage` for a page that is no channel's."""
+        Raises `WebError` for a failed fetch (`NotPublic` for a name t.me redirects)."""
+        return (await self._poll(channel))[0]
+
+    async def _poll(self, channel: Any) -> tuple[IngestResult, bool, int | None]:
+        """`poll_once`, also saying whether this poll was the channel's starting point, and the cursor."""
         name = (channel if isinstance(channel, str) else channel.name).strip().removeprefix("@")
         key = channel_key(username=name)
         watch = self._watches.get(key)
@@ -206,7 +239,8 @@ class WebSource:
 
         page = await self._fetch(name)
         cursor = await self.sink.cursor(page.channel)
-        if cursor is None and not state.started:
+        baseline = cursor is None and not state.started
+        if baseline:
             pages, gap = await self._follow(name, page, want=backfill)
             items = [p for pg in pages for p in pg.posts]
             for item in items:
@@ -238,7 +272,7 @@ class WebSource:
         if self.health is not None:
             self.health.swept(key, ok=True, gap=gap)
             self.health.posted(key, max((p.date for p in items if p.date), default=None))
-        return result
+        return result, baseline, cursor
 
     async def _follow(
         self, name: str, page: Page, *, floor: int | None = None, want: int = 0
@@ -286,12 +320,20 @@ class WebSource:
                 follow_redirects=False,
             )
         except httpx.TransportError as exc:
-            raise WebError(_describe_error(exc, self.base, self._safe_base)) from None
+            reason = _describe_error(exc, self.base, self._safe_base)
+            if self.health is not None:
+                self.health.set_connected(SOURCE, False, reason)
+            raise WebError(reason) from None
+        if self.health is not None:
+            self.health.set_connected(SOURCE, True)  # t.me answered, whatever it said
         if resp.status_code == 429:
             raise RateLimited(backoff.retry_after(resp.headers.get("Retry-After")))
         if resp.is_redirect:
             # t.me sends a name that is no public channel to its contact page
-            raise WebError(f"HTTP {resp.status_code}: redirected, not a public channel's preview")
+            raise NotPublic(
+                f"not a public channel: {self._safe_base}/s/{name} redirects (HTTP {resp.status_code}); "
+                "is the name right, and is the channel public?"
+            )
         if resp.status_code != 200:
             raise WebError(f"HTTP {resp.status_code}")
         try:
@@ -301,6 +343,18 @@ class WebSource:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+
+def _first_poll_line(
+    key: str, interval: float, result: IngestResult, baseline: bool, cursor: int | None
+) -> str:
+    """What a channel's first successful poll did, said once: the sign that it is being watched."""
+    head = f"{key}: web preview every {interval:g}s"
+    if baseline:
+        n = result.new
+        return f"{head}; {n} post{'' if n == 1 else 's'} stored as the starting point, not alerted"
+    n = result.new
+    return f"{head}; resuming after message {cursor}, {n} new post{'' if n == 1 else 's'} since"
 
 
 def _describe_error(exc: BaseException, base: str, safe_base: str) -> str:
