@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from bot import metrics
 from bot.alerts.model import AlertView, Permanent, RetryAfter, Sender, SendError, Transient
 from bot.alerts.outbox import disabled_destinations, ops_notice, pending_filter
+from bot.alerts.render import post_url
 from bot.backoff import Backoff
 from bot.errors import first_line
 from bot.rules.model import Hit
@@ -235,9 +236,7 @@ def build_view(session: Session, alert_id: int) -> AlertView:
     items: tuple[AlertView, ...] = ()
     if alert.items:
         items = tuple(build_view(session, i) for i in alert.items[:50])
-    url = None
-    if channel is not None and channel.username and message is not None:
-        url = f"https://t.me/{channel.username}/{message.msg_id}"
+    url = post_url(channel.username if channel else None, message.msg_id if message else None)
     return AlertView(
         id=alert.key,
         kind=alert.kind,  # type: ignore[arg-type]
