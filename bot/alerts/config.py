@@ -13,7 +13,7 @@ import base64
 import binascii
 import ipaddress
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -125,28 +125,16 @@ class ConsoleDestination(_Destination):
     type: Literal["console"] = "console"
 
 
-class SlackDestination(_Destination):
-    type: Literal["slack"]
-    url: SecretStr  # the incoming-webhook URL is itself the secret
-    timeout: float | None = Field(default=None, gt=0)  # seconds per request; default: the client's
+class _ServiceWebhook(_Destination):
+    """A chat service's incoming webhook: the URL is itself the secret, and the service's own hosts
+    give it a known path shape."""
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: SecretStr) -> SecretStr:
-        parts = check_url(url.get_secret_value(), https=True)
-        if parts.hostname in SLACK_HOSTS and not _SLACK_PATH.match(parts.path):
-            raise ValueError("not an incoming-webhook URL (https://hooks.slack.com/services/...)")
-        return url
+    hosts: ClassVar[frozenset[str]]
+    path: ClassVar[re.Pattern[str]]
+    home: ClassVar[str]  # the service's webhook host, for the messages
+    what: ClassVar[str]  # what the URL is, as the service calls it
+    shape: ClassVar[str]  # what it looks like
 
-    def warnings(self) -> list[tuple[tuple[str, ...], str]]:
-        host = urlsplit(self.url.get_secret_value()).hostname
-        if host in SLACK_HOSTS or is_loopback(host):
-            return []
-        return [(("url",), "the host is not hooks.slack.com (fine for a proxy; a typo otherwise)")]
-
-
-class DiscordDestination(_Destination):
-    type: Literal["discord"]
     url: SecretStr
     timeout: float | None = Field(default=None, gt=0)  # seconds per request; default: the client's
 
@@ -154,15 +142,35 @@ class DiscordDestination(_Destination):
     @classmethod
     def _url(cls, url: SecretStr) -> SecretStr:
         parts = check_url(url.get_secret_value(), https=True)
-        if parts.hostname in DISCORD_HOSTS and not _DISCORD_PATH.match(parts.path):
-            raise ValueError("not a webhook URL (https://discord.com/api/webhooks/ID/TOKEN)")
+        if parts.hostname in cls.hosts and not cls.path.match(parts.path):
+            raise ValueError(f"not {cls.what} ({cls.shape})")
         return url
 
     def warnings(self) -> list[tuple[tuple[str, ...], str]]:
         host = urlsplit(self.url.get_secret_value()).hostname
-        if host in DISCORD_HOSTS or is_loopback(host):
+        if host in self.hosts or is_loopback(host):
             return []
-        return [(("url",), "the host is not discord.com (fine for a proxy; a typo otherwise)")]
+        return [(("url",), f"the host is not {self.home} (fine for a proxy; a typo otherwise)")]
+
+
+class SlackDestination(_ServiceWebhook):
+    hosts = SLACK_HOSTS
+    path = _SLACK_PATH
+    home = "hooks.slack.com"
+    what = "an incoming-webhook URL"
+    shape = "https://hooks.slack.com/services/..."
+
+    type: Literal["slack"]
+
+
+class DiscordDestination(_ServiceWebhook):
+    hosts = DISCORD_HOSTS
+    path = _DISCORD_PATH
+    home = "discord.com"
+    what = "a webhook URL"
+    shape = "https://discord.com/api/webhooks/ID/TOKEN"
+
+    type: Literal["discord"]
 
 
 class TelegramDestination(_Destination):
