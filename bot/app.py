@@ -184,7 +184,7 @@ class Monitor:
         from bot.health import Health
 
         self.settings = settings
-        self.watcher = RulesWatcher(settings.rules_dir, on_reload=self._reloaded)
+        self.watcher = RulesWatcher(settings.rules_dir, on_reload=self._reloaded, on_error=self._refused)
         self.store = open_store(settings.database_url)
         self.pipeline = Pipeline(settings, self.store, self.watcher.current)
         self.health = Health(settings.lag_threshold)
@@ -212,6 +212,11 @@ class Monitor:
         if self.web is not None:
             self.web.update(by_web)
         self._announce(by_tg, by_web)
+
+    async def _refused(self, problems: list[str]) -> None:
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        summary = f"rules not reloaded, the last good rules keep running: {shown}"
+        await self.pipeline.ops("rules.rejected", summary)
 
     def _announce(self, by_tg: list[ChannelEntry], by_web: list[ChannelEntry]) -> None:
         for label, entries in (("telegram", by_tg), ("web preview", by_web)):

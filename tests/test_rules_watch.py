@@ -76,3 +76,27 @@ def test_invalid_rules_at_start_raise(tmp_path: Path) -> None:
     (tmp_path / "r.yaml").write_text(BAD)
     with pytest.raises(ConfigError):
         RulesWatcher(tmp_path, env={})
+
+
+async def test_an_emptied_file_or_a_reload_that_drops_every_channel_changes_nothing(tmp_path: Path) -> None:
+    channels = tmp_path / "channels.yaml"
+    channels.write_text("channels: [first, second]\n")
+    (tmp_path / "r.yaml").write_text(GOOD)
+    failed: list[list[str]] = []
+    watcher = RulesWatcher(tmp_path, env={}, on_error=failed.append)
+
+    channels.write_text("")  # an editor's non-atomic save, `> file`, an emptied ConfigMap
+    assert await watcher.reload() is False
+    assert failed[-1] == [f"{tmp_path}: channels.yaml is empty now"]
+    channels.write_text("# nothing yet\n\n")  # comments only: just as empty
+    assert await watcher.reload() is False
+
+    channels.write_text("channels: []\n")  # valid, and would stop every poll
+    assert await watcher.reload() is False
+    assert failed[-1] == [f"{tmp_path}: the new rules watch no channels (were 2)"]
+    assert [c.key for c in watcher.current.config.channels] == ["first", "second"]
+    assert rule_ids(watcher, "BRICS") == ["brics"]
+
+    channels.write_text("channels: [third]\n")  # a real change goes through
+    assert await watcher.reload() is True
+    assert [c.key for c in watcher.current.config.channels] == ["third"]

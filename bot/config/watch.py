@@ -43,6 +43,10 @@ class RulesWatcher:
         self._debounce_ms = debounce_ms
         self._stop = asyncio.Event()
         self.current = self._load()
+        self._filled = self._nonblank()
+
+    def _nonblank(self) -> set[Path]:
+        return {p for p in self.current.config.files if not _blank(p)}
 
     def _load(self) -> RuleSet:
         return RuleSet.load(self.rules_dir, self._env)
@@ -58,12 +62,31 @@ class RulesWatcher:
                 log.warning("%s", line)
             await _call(self._on_error, exc.problems)
             return False
+        if refusal := self._suspicious(ruleset):
+            log.warning("rules not reloaded: %s; keeping the last good rules", refusal)
+            await _call(self._on_error, [f"{self.rules_dir}: {refusal}"])
+            return False
         self.current = ruleset
+        self._filled = self._nonblank()
         log.info(
             "rules reloaded: %d rules, %d channels", len(ruleset.config.rules), len(ruleset.config.channels)
         )
         await _call(self._on_reload, ruleset)
         return True
+
+    def _suspicious(self, new: RuleSet) -> str | None:
+        """Why a valid-looking reload is more likely a half-written file than what the user meant.
+
+        An editor's non-atomic save, `> file` or an emptied ConfigMap leaves a file empty for a
+        moment; loaded, it would stop every poll. A monitor that should watch nothing is stopped,
+        not emptied.
+        """
+        emptied = sorted(p.name for p in self._filled if _blank(p))
+        if emptied:
+            return f"{', '.join(emptied)} is empty now"
+        if self.current.config.channels and not new.config.channels:
+            return f"the new rules watch no channels (were {len(self.current.config.channels)})"
+        return None
 
     def relevant(self, change: Change, path: str) -> bool:
         """Whether a change can alter the rules: a YAML file directly in the directory, nothing below."""
@@ -95,3 +118,10 @@ async def _call(callback: Callback | None, arg: Any) -> None:
     except Exception:
         # A subscriber's failure must not stop the watcher: the new rules are already in place.
         log.exception("rules reload callback failed")
+
+
+def _blank(path: Path) -> bool:
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return False
