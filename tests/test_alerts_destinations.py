@@ -308,6 +308,30 @@ async def test_telegram_resends_once_as_plain_text_when_entities_do_not_parse(
 # --- Webhook ---------------------------------------------------------------------------------------
 
 
+async def test_a_huge_post_makes_a_bounded_webhook_body_that_says_it_was_cut(
+    http: HTTPServer, client: httpx.AsyncClient
+) -> None:
+    http.expect_request("/hook").respond_with_response(Response("", 204))
+    huge = "Moldova " + "word " * 20_000  # 100k characters
+    far = Hit("far", len(huge) - 4, len(huge))  # a hit past the cut has nothing to point at
+    dest = WebhookDestination(name="siem", type="webhook", url=http.url_for("/hook"))
+    sender = build_sender(dest, client, limits=RateLimits(FAST))
+    await sender.send(alert(text=huge, hits=(Hit("Moldova", 0, 7), far)))
+    (request, _), = http.log
+    body = json.loads(request.get_data())
+    assert len(request.get_data()) < 20_000  # was over 100 KB
+    assert body["message"]["text"] == huge[:16_384] and body["message"]["truncated"] is True
+    assert body["hits"] == [{"term": "Moldova", "start": 0, "end": 7}]
+
+    http.clear()
+    http.expect_request("/hook").respond_with_response(Response("", 204))
+    small = WebhookDestination(name="siem", type="webhook", url=http.url_for("/hook"), max_text=100)
+    await build_sender(small, client, limits=RateLimits(FAST)).send(alert(text="short", hits=()))
+    (request, _), = http.log
+    message = json.loads(request.get_data())["message"]
+    assert (message["text"], message["truncated"]) == ("short", False)
+
+
 async def test_webhook_signatures_verify_and_ids_are_stable_across_retries(
     http: HTTPServer, client: httpx.AsyncClient
 ) -> None:

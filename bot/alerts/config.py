@@ -221,6 +221,9 @@ class WebhookDestination(_Destination):
     secret: SecretStr | None = None  # Standard Webhooks "whsec_" + base64
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     timeout: float | None = Field(default=None, gt=0)  # seconds per request; default: the client's
+    max_text: int = Field(
+        default=16_384, ge=1, description="post text a body carries, in characters; longer is cut (truncated)"
+    )
 
     @field_validator("url")
     @classmethod

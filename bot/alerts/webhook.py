@@ -22,7 +22,10 @@ from bot.alerts.http import Shared, check, detail, paced, post
 from bot.alerts.model import AlertView, RetryAfter, Sent
 
 
-def payload(view: AlertView) -> dict[str, Any]:
+def payload(view: AlertView, max_text: int) -> dict[str, Any]:
+    """The JSON body. A post's text is cut at `max_text` characters (a 100k-character post would
+    make a body no receiver wants), with `truncated` saying so and hits past the cut left out."""
+    text = view.text[:max_text]
     out: dict[str, Any] = {
         "type": "ops" if view.kind == "ops" else "alert",
         "id": view.id,
@@ -34,23 +37,24 @@ def payload(view: AlertView) -> dict[str, Any]:
             "date": view.date.isoformat() if view.date else None,
             "url": view.url,
             "title": view.title,
-            "text": view.text,
+            "text": text,
+            "truncated": len(view.text) > max_text,
             "hashtags": list(view.hashtags),
             "forwarded_from": view.forwarded_from,
             "fingerprint": view.fingerprint,
         },
         # Offsets are code points into message.text (Python str indices).
-        "hits": [{"term": h.term, "start": h.start, "end": h.end} for h in view.hits],
+        "hits": [{"term": h.term, "start": h.start, "end": h.end} for h in view.hits if h.end <= len(text)],
         "also_seen_in": list(view.also_seen_in),
     }
     if view.kind != "match":
         out["summary"] = view.summary
-        out["items"] = [payload(item) for item in view.items]
+        out["items"] = [payload(item, max_text) for item in view.items]
     return out
 
 
-def encode(view: AlertView) -> bytes:
-    return json.dumps(payload(view), ensure_ascii=False, separators=(",", ":")).encode()
+def encode(view: AlertView, max_text: int) -> bytes:
+    return json.dumps(payload(view, max_text), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -68,6 +72,7 @@ class WebhookSender:
         self._headers = dict(dest.headers)
         self._client = client
         self._timeout = dest.timeout
+        self._max_text = dest.max_text
         self._limiter = limits.webhook(self._url)
         self._max_wait = limits.policy.max_wait
 
@@ -84,7 +89,7 @@ class WebhookSender:
         return headers
 
     async def send(self, alert: AlertView) -> Sent:
-        body = encode(alert)
+        body = encode(alert, self._max_text)
         await paced(self._limiter, self._max_wait)
         resp = await post(
             self._client,
