@@ -253,7 +253,7 @@ class Monitor:
         )
         host, port = self.settings.http_host, self.settings.http_port
         try:
-            self.server = await serve(self.health, host, port)
+            self.server = await serve(self.health, host, port, self.settings.http_token)
         except OSError as exc:
             raise InputError(
                 f"cannot serve /healthz on {host}:{port}: {exc.strerror} (set TGSENTINEL_HTTP_PORT)"

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # names. The container image sets 0.0.0.0 itself.
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=1, le=65535)
+    # With a token, /metrics and the detail of /healthz need `Authorization: Bearer TOKEN`.
+    http_token: str | None = Field(default=None, repr=False)
 
     # Sources.
     sweep_interval: Seconds = 300.0  # between catch-up sweeps (jittered)
@@ -155,7 +157,7 @@ def _reason(err: Any, field: str) -> str:
     return f"is invalid: {str(err['msg']).removeprefix('Value error, ')}"
 
 
-_SECRET = {"api_hash", "session", "database_url"}
+_SECRET = {"api_hash", "session", "database_url", "http_token"}
 
 
 def _field(loc: str) -> str:

@@ -153,3 +153,54 @@ def test_an_outage_is_one_notice_after_the_notice_time_and_its_recovery_one_more
     [up] = health.outages(after=600)
     assert up.kind == "recovered" and "web source recovered" in up.text
     assert health.outages(after=600) == []
+
+
+async def test_with_a_token_metrics_and_the_detail_need_it_and_the_bare_status_stays_open():
+    health = Health(lag_threshold=60)
+    health.watch("secretchan", "web")
+    health.swept("secretchan")
+    server = await serve(health, "127.0.0.1", 0, token="s3cret-token")
+    host, port = server.sockets[0].getsockname()[:2]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
+            probe = await client.get("/healthz")
+            assert probe.status_code == 200 and probe.json() == {"healthy": True}  # no channel names
+            assert (await client.get("/metrics")).status_code == 401
+            wrong = {"Authorization": "Bearer nope"}
+            assert (await client.get("/metrics", headers=wrong)).status_code == 401
+            right = {"Authorization": "Bearer s3cret-token"}
+            detail = await client.get("/healthz", headers=right)
+            assert "secretchan" in detail.json()["channels"]
+            assert (await client.get("/metrics", headers=right)).status_code == 200
+    finally:
+        server.close()
+
+
+async def test_clients_trickling_headers_are_cut_off_and_a_flood_of_idle_ones_is_capped(monkeypatch):
+    import asyncio
+
+    from bot import health as health_module
+
+    monkeypatch.setattr(health_module, "REQUEST_DEADLINE", 0.5)
+    health = Health(lag_threshold=60)
+    server = await serve(health, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    idle = []
+    try:
+        # More idle connections than the cap, each sending half a request and then nothing.
+        for _ in range(health_module.MAX_CONNECTIONS + 20):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: 1\r\n")
+            idle.append((reader, writer))
+        # The surplus is closed at once and the rest at the deadline: every one sees EOF.
+        for reader, _ in idle:
+            try:
+                assert await asyncio.wait_for(reader.read(), timeout=5) == b""
+            except ConnectionResetError:
+                pass  # closed before it read what we sent: the kernel says so with a reset
+        # And the server still answers.
+        assert "healthy" in (await fetch(server, "/healthz")).json()
+    finally:
+        for _, writer in idle:
+            writer.close()
+        server.close()
