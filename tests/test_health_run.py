@@ -20,6 +20,7 @@ from werkzeug import Request, Response
 
 from tests.cli import tgs
 from tests.conftest import SAMPLE
+from tests.test_cli_alerts import RULES
 from tests.test_run import free_port, get, wait_for
 from tests.test_web_source import page_html
 
@@ -307,16 +308,8 @@ def test_a_channel_t_me_redirects_is_one_problem_naming_its_rules_line_and_is_no
     assert len(notices.of("web.not_public")) == 1 and notices.of("web.outage") == []
 
 
-RULES_FOR_REPLAY = """
-destinations:
-  - {name: hook, type: webhook, url: "%s"}
-rules:
-  - id: moldova
-    match: {any: [Moldova]}
-    notify: [hook]
-  - id: brics
-    match: {any: ["#BRICS"]}
-"""
+# The CLI tests' webhook rules, plus one rule that goes to the console.
+RULES_FOR_REPLAY = RULES + '  - id: brics\n    match: {any: ["#BRICS"]}\n'
 
 
 def test_status_shows_what_a_replay_stored_and_says_no_monitor_is_running(
