@@ -95,6 +95,7 @@ class Message(Base):
     grouped_id: Mapped[int | None] = mapped_column(BigInteger)
     views: Mapped[int | None] = mapped_column(BigInteger)
     link_preview: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    signature: Mapped[str | None] = mapped_column(Text)  # the post's author line, not part of its text
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     deleted_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
@@ -123,7 +124,7 @@ class Match(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rule_id: Mapped[str] = mapped_column(String(100), index=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
-    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
     terms: Mapped[list[Any]] = mapped_column(JSON)
     hits: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime]
@@ -139,9 +140,9 @@ class Alert(Base):
     kind: Mapped[str] = mapped_column(String(16))  # match | followup | digest | ops
     rule_id: Mapped[str | None] = mapped_column(String(100))
     severity: Mapped[str | None] = mapped_column(String(16))
-    match_id: Mapped[int | None] = mapped_column(ForeignKey("matches.id", ondelete="SET NULL"))
-    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    match_id: Mapped[int | None] = mapped_column(ForeignKey("matches.id", ondelete="SET NULL"), index=True)
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
     fingerprint: Mapped[str | None] = mapped_column(String(32))
     also_seen_in: Mapped[list[Any]] = mapped_column(JSON)
     summary: Mapped[str | None] = mapped_column(Text)
@@ -197,3 +198,16 @@ class DestinationState(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     disabled_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RejectedPost(Base):
+    """A post that could not be parsed or stored: skipped so its channel moves on, kept so it is seen."""
+
+    __tablename__ = "rejected_posts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200))  # the channel key, as the rules name it
+    ref: Mapped[str | None] = mapped_column(String(64))  # the post id as the source gave it, if any
+    reason: Mapped[str] = mapped_column(String(32))  # the label of tgsentinel_posts_rejected_total
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(index=True)
