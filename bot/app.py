@@ -12,6 +12,7 @@ import logging
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -23,13 +24,14 @@ from bot.alerts.model import Sender
 from bot.alerts.outbox import ops_notice, release_held
 from bot.alerts.senders import build_sender
 from bot.alerts.worker import RetryPolicy, Worker, counts
+from bot.backoff import Backoff
 from bot.config import ChannelEntry
 from bot.config.ruleset import RuleSet
-from bot.errors import InputError
+from bot.errors import InputError, first_line
 from bot.pipeline.compose import Windows
 from bot.pipeline.ingest import Ingest
 from bot.settings import Settings
-from bot.store.db import release, run_sync
+from bot.store.db import is_outage, observe, release, run_sync
 from bot.store.migrate import open_store
 
 log = logging.getLogger("tgsentinel")
@@ -63,8 +65,8 @@ class Pipeline:
         self.rules = rules
         self.client = http_client()
         self.senders: dict[str, Sender] = {}
-        self._destinations: dict[str, Any] = {}
-        self._build_senders(rules)
+        self._destinations: dict[str, Any] = dict(rules.config.destinations)
+        self.senders.update(self._build_senders(rules))
         self.worker = Worker(
             store,
             self.senders,
@@ -86,24 +88,27 @@ class Pipeline:
     def ops_destination(self) -> str:
         return self.rules.config.ops or self.settings.ops_destination
 
-    def _build_senders(self, rules: RuleSet) -> None:
-        config = rules.config
+    def _build_senders(self, rules: RuleSet) -> dict[str, Sender]:
+        """Every sender the rules need, built before anything is swapped: a sender that refuses its
+        destination must leave the running set whole."""
         # A sender whose destination did not change is kept: it remembers things (a Telegram chat's
         # migration to a supergroup) that a fresh one would have to learn again from a failed send.
-        fresh = {
+        return {
             name: self.senders[name]
             if name in self.senders and self._destinations.get(name) == dest
             else build_sender(dest, self.client, console=self.console)
-            for name, dest in config.destinations.items()
+            for name, dest in rules.config.destinations.items()
         }
-        self._destinations = dict(config.destinations)
+
+    def reload(self, rules: RuleSet) -> None:
+        """Put `rules` in force with their senders, or raise and change nothing."""
+        fresh = self._build_senders(rules)
+        # No await from here on: the worker never sees new rules with old senders, or the reverse.
+        self.rules = rules
+        self._destinations = dict(rules.config.destinations)
         # In place: the worker holds this mapping.
         self.senders.clear()
         self.senders.update(fresh)
-
-    def reload(self, rules: RuleSet) -> None:
-        self.rules = rules
-        self._build_senders(rules)
         self.worker.ops_destination = self.ops_destination
 
     async def ops(self, kind: str, summary: str) -> None:
@@ -168,6 +173,36 @@ def activity(store: Engine, since: datetime) -> tuple[int, int]:
     return stored or 0, sent or 0
 
 
+def guarded(job: Callable[[], Awaitable[Any]], name: str) -> Callable[[], Awaitable[None]]:
+    """A scheduled job that fails in one log line, then skips its runs for a backoff.
+
+    APScheduler would log a 60-line traceback on every run: every 2 s through a database outage.
+    A store outage is expected and passes; anything else is a bug, shown with its traceback once.
+    """
+    wait = Backoff(2.0, 300.0, (0.5, 1.0))
+    failures, until = 0, 0.0
+
+    async def run() -> None:
+        nonlocal failures, until
+        if time.monotonic() < until:
+            return
+        try:
+            await job()
+        except Exception as exc:
+            failures += 1
+            delay = wait.delay(failures)
+            until = time.monotonic() + delay
+            why = "store unavailable" if is_outage(exc) else "failed"
+            trace = failures == 1 and not is_outage(exc)
+            log.warning("%s: %s (%s); next try in %.0fs", name, why, first_line(exc), delay, exc_info=trace)
+            return
+        if failures:
+            log.info("%s: running again after %d failed tries", name, failures)
+            failures = 0
+
+    return run
+
+
 def has_credentials(settings: Settings) -> bool:
     if not (settings.api_id and settings.api_hash):
         return False
@@ -187,7 +222,8 @@ class Monitor:
         self.watcher = RulesWatcher(settings.rules_dir, on_reload=self._reloaded, on_error=self._refused)
         self.store = open_store(settings.database_url)
         self.pipeline = Pipeline(settings, self.store, self.watcher.current)
-        self.health = Health(settings.lag_threshold)
+        self.health = Health(settings.lag_threshold, settings.store_failures)
+        observe(self.store, self.health.store.result)
         self.health.listed_at = dict(self.watcher.current.config.listed_at)
         self._beat_since = datetime.now(UTC)
         self.web: Any = None
@@ -204,6 +240,7 @@ class Monitor:
         return by_tg, by_web
 
     async def _reloaded(self, rules: RuleSet) -> None:
+        """Senders first (they may refuse, and then nothing changed), then rules, then channels."""
         self.pipeline.reload(rules)
         self.health.listed_at = dict(rules.config.listed_at)
         by_tg, by_web = self._split(rules)
@@ -273,44 +310,23 @@ class Monitor:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
         scheduler = AsyncIOScheduler(timezone="UTC")
-        scheduler.add_job(
-            self.pipeline.release_held,
-            "interval",
-            seconds=2,
-            id="release-held",
-            max_instances=1,
-            coalesce=True,
-        )
+
+        def every(job: Callable[[], Awaitable[Any]], name: str, **trigger: Any) -> None:
+            scheduler.add_job(
+                guarded(job, name), "interval", id=name, max_instances=1, coalesce=True, **trigger
+            )
+
+        every(self.pipeline.release_held, "release-held", seconds=2)
         if self.telegram is not None:
-            scheduler.add_job(
-                self.telegram.sweep_all,
-                "interval",
-                seconds=self.settings.sweep_interval,
-                jitter=max(1, int(self.settings.sweep_interval * 0.1)),
-                id="sweep",
-                max_instances=1,
-                coalesce=True,
-            )
-        scheduler.add_job(
-            self._housekeeping, "interval", seconds=60, id="housekeeping", max_instances=1, coalesce=True
-        )
-        scheduler.add_job(
-            self._loop_lag, "interval", seconds=1, id="loop-lag", max_instances=1, coalesce=True
-        )
-        scheduler.add_job(self._outages, "interval", seconds=1, id="outages", max_instances=1, coalesce=True)
+            interval = self.settings.sweep_interval
+            every(self.telegram.sweep_all, "sweep", seconds=interval, jitter=max(1, int(interval * 0.1)))
+        every(self._housekeeping, "housekeeping", seconds=60)
+        every(self._loop_lag, "loop-lag", seconds=1)
+        every(self._outages, "outages", seconds=1)
         if self.settings.heartbeat:
-            scheduler.add_job(
-                self._heartbeat,
-                "interval",
-                seconds=self.settings.heartbeat,
-                id="heartbeat",
-                max_instances=1,
-                coalesce=True,
-            )
+            every(self._heartbeat, "heartbeat", seconds=self.settings.heartbeat)
         if self.settings.retention:
-            scheduler.add_job(
-                self._prune, "interval", hours=1, id="retention", max_instances=1, coalesce=True
-            )
+            every(self._prune, "retention", hours=1)
         return scheduler
 
     async def _loop_lag(self) -> None:

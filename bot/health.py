@@ -20,6 +20,10 @@ The rules (README, "Operations"):
   not its last post, so quiet channels stay healthy.
 - A source failing (a channel failing, or the source disconnected) for longer than the outage notice
   time is one ops notice, and its recovery one more (`outages`).
+- The store is unhealthy after `store_failures` consecutive failed pieces of work that say it is
+  unavailable (server gone, disk full, read-only), and healthy again at the first success. A store
+  outage is not a channel's failure. An outage longer than the notice time is told to ops on
+  recovery: the notice has to be stored, so it cannot go out before.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot import metrics
+from bot.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,33 @@ class SourceHealth:
     outage_since: float | None = None  # set while an outage notice stands unanswered by a recovery
 
 
+@dataclass(slots=True)
+class StoreHealth:
+    threshold: int = 3
+    failures: int = 0  # in a row
+    failing_since: float | None = None
+    last_error: str | None = None
+    noted: bool = False  # the outage lasted past the notice time: its recovery is told
+
+    def result(self, exc: BaseException | None) -> None:
+        """How one piece of store work went (`bot.store.db.observe`): None, or the outage."""
+        if exc is None:
+            if self.failures:
+                log.info("store available again after %d failed tries", self.failures)
+                self.failures = 0
+                metrics.STORE_FAILURES.set(0)
+            return
+        self.failures += 1
+        self.last_error = first_line(exc)
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        metrics.STORE_FAILURES.set(self.failures)
+
+    @property
+    def down(self) -> bool:
+        return self.failures >= self.threshold
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     """An ops notice about a source: `outage` or `recovered`."""
@@ -84,8 +116,9 @@ class Notice:
 
 
 class Health:
-    def __init__(self, lag_threshold: float) -> None:
+    def __init__(self, lag_threshold: float, store_failures: int = 3) -> None:
         self.lag_threshold = lag_threshold
+        self.store = StoreHealth(threshold=store_failures)
         self.started = time.time()
         self.channels: dict[str, ChannelHealth] = {}
         self.sources: dict[str, SourceHealth] = {}
@@ -203,10 +236,12 @@ class Health:
 
     def healthy(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        return all(self.state(name, now) in UP_TO_DATE for name in self.channels)
+        return not self.store.down and all(self.state(name, now) in UP_TO_DATE for name in self.channels)
 
     def status(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
+        if self.store.down:
+            return "unhealthy"
         states = {self.state(name, now) for name in self.channels}
         if states <= UP_TO_DATE:
             return "ok"
@@ -226,6 +261,8 @@ class Health:
                 continue
             why = ch.problem or ch.last_error or self._source_error(ch.source)
             out.append(f"{name} ({state}{': ' + why if why and state != STARTING else ''})")
+        if self.store.down:
+            out.insert(0, f"store (unavailable: {self.store.last_error})")
         return out
 
     def _source_error(self, source: str) -> str | None:
@@ -262,6 +299,17 @@ class Health:
                 )
                 s.outage_since = None
                 out.append(Notice(name, "recovered", text))
+        st = self.store
+        if st.failures and st.failing_since is not None and now - st.failing_since >= after:
+            st.noted = True
+        elif not st.failures and st.failing_since is not None:
+            if st.noted:
+                text = (
+                    f"store was unavailable for {span(now - st.failing_since)} "
+                    f"(since {clock(st.failing_since)}): {st.last_error}"
+                )
+                out.append(Notice("store", "recovered", text))
+            st.failing_since, st.noted = None, False
         return out
 
     def _outage_text(self, source: str, since: float, now: float) -> str:
@@ -290,6 +338,12 @@ class Health:
             "started": _iso(self.started),
             "lag_threshold": self.lag_threshold,
             "flood_wait_remaining": max(0.0, (self.flood_wait_until or 0) - now),
+            "store": {
+                "available": not self.store.failures,
+                "consecutive_failures": self.store.failures,
+                "failing_since": _iso(self.store.failing_since) if self.store.failures else None,
+                "last_error": self.store.last_error if self.store.failures else None,
+            },
             "sources": {
                 name: {
                     "connected": s.connected,
@@ -325,8 +379,9 @@ async def tell(ops: Ops | None, kind: str, text: str) -> None:
         return
     try:
         await ops(kind, text)
-    except Exception:
-        log.exception("ops notice not sent: %s", text)
+    except Exception as exc:
+        # Most often the store is down, and the notice cannot be queued: one line, not a traceback.
+        log.warning("ops notice not sent (%s: %s): %s", type(exc).__name__, first_line(exc), text)
 
 
 def _iso(stamp: float | None) -> str | None:
@@ -349,6 +404,33 @@ def span(seconds: float) -> str:
     return f"{h}h {rest // 60}m" if rest >= 60 else f"{h}h"
 
 
+ACCEPT_ERROR_EVERY = 60.0  # seconds between two log lines about failed accepts
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Out of descriptors, asyncio logs a traceback for every failed accept (it retries each second):
+    one line a minute, with a count, says the same."""
+    previous = loop.get_exception_handler()
+    last, missed = 0.0, 0
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last, missed
+        if "socket.accept()" not in str(context.get("message", "")):
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        missed += 1
+        if now - last >= ACCEPT_ERROR_EVERY:
+            exc = context.get("exception")
+            log.warning("health server cannot accept connections (%s): %d failed accept(s)", exc, missed)
+            last, missed = now, 0
+
+    loop.set_exception_handler(handler)
+
+
 MAX_CONNECTIONS = 64  # probes and a scraper need a handful; the rest are idle or hostile
 REQUEST_DEADLINE = 5.0  # seconds for a whole request, headers included
 
@@ -367,6 +449,7 @@ async def serve(health: Health, host: str, port: int, token: str | None = None) 
 
     expected = f"bearer {token}".encode() if token else None
     open_now = 0
+    _quiet_accept_errors(asyncio.get_running_loop())
 
     async def read_request(reader: asyncio.StreamReader) -> tuple[str, bool]:
         request = await reader.readline()

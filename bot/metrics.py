@@ -26,6 +26,9 @@ SOURCE_CONNECTED = Gauge(
     "tgsentinel_source_connected", "1 while a source reaches its service (t.me, Telegram), else 0", ["source"]
 )
 LOOP_LAG = Gauge("tgsentinel_event_loop_lag_seconds", "How late the event loop ran a timer")
+STORE_FAILURES = Gauge(
+    "tgsentinel_store_failures", "Store operations failed in a row because the store was unavailable"
+)
 DB_SIZE = Gauge("tgsentinel_database_size_bytes", "Size of the database")
 DELIVERY_LATENCY = Histogram(
     "tgsentinel_delivery_latency_seconds",

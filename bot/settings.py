@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     flood_wait_alert: Seconds = 300.0  # FloodWaits longer than this are reported to ops
     outage_notice: Seconds = 600.0  # a source failing this long sends one ops notice (and one on recovery)
     heartbeat: float = Field(900.0, ge=0)  # seconds between "what I did" log lines; 0 turns them off
+    store_failures: int = Field(3, ge=1, le=1000)  # store operations failing in a row before /healthz is 503
     web_base: str = "https://t.me"
     web_interval: Seconds = 60.0
     web_rpm: int = Field(60, ge=1)  # requests per minute to the web preview, across all channels

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -65,11 +66,19 @@ def ops_hook(httpserver: HTTPServer) -> Collected:
     return notices
 
 
-def write_rules(path: Path, channels: list[str], httpserver: HTTPServer, extra: str = "") -> None:
+def write_rules(
+    path: Path, channels: list[str], httpserver: HTTPServer, extra: str = "", alert_hook: str | None = None
+) -> None:
+    """`channels`, the ops webhook and `extra`; with `alert_hook`, a webhook `alerts` there and a rule
+    `grid` (any of "blackout") sending to it."""
     listed = "".join(f"  - {c}\n" for c in channels)
+    alerts = ""
+    if alert_hook is not None:
+        alerts = f"  - {{name: alerts, type: webhook, url: '{httpserver.url_for(alert_hook)}'}}\n"
+        extra = "rules:\n  - {id: grid, match: {any: [blackout]}, notify: [alerts]}\n" + extra
     path.write_text(
         f"channels:\n{listed}"
-        f"destinations:\n  - {{name: opshook, type: webhook, url: '{httpserver.url_for(HOOK)}'}}\n"
+        f"destinations:\n  - {{name: opshook, type: webhook, url: '{httpserver.url_for(HOOK)}'}}\n{alerts}"
         f"ops: opshook\n{extra}",
         encoding="utf-8",
     )
@@ -78,7 +87,9 @@ def write_rules(path: Path, channels: list[str], httpserver: HTTPServer, extra: 
 class Running:
     """`tgsentinel run` as a process, its stderr read line by line as it comes."""
 
-    def __init__(self, tmp_path: Path, rules: Path, web_base: str, **settings: str) -> None:
+    def __init__(
+        self, tmp_path: Path, rules: Path, web_base: str, *, nofile: int | None = None, **settings: str
+    ) -> None:
         self.port = free_port()
         self.db = f"sqlite:///{tmp_path / 'run.db'}"
         self.settings = {
@@ -103,6 +114,10 @@ class Running:
             env={**env, **self.settings, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            # A descriptor limit of its own (`ulimit -n`), to show what exhausting it does.
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            if nofile
+            else None,
         )
         self.log = Collected()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -100,3 +100,56 @@ async def test_an_emptied_file_or_a_reload_that_drops_every_channel_changes_noth
     channels.write_text("channels: [third]\n")  # a real change goes through
     assert await watcher.reload() is True
     assert [c.key for c in watcher.current.config.channels] == ["third"]
+
+
+async def test_a_reload_the_pipeline_cannot_take_changes_nothing_and_is_not_called_reloaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, make_pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The senders are built before anything is swapped: one that refuses its destination leaves
+    the running rules, their senders and the watcher's set as they were."""
+    from bot.alerts import senders
+    from bot.alerts.config import WebhookDestination
+
+    pipeline = make_pipeline(GOOD)
+    (tmp_path / "r.yaml").write_text(GOOD)
+    refused: list[list[str]] = []
+    watcher = RulesWatcher(tmp_path, env={}, on_reload=pipeline.reload, on_error=refused.append)
+    before_rules, before_senders = pipeline.rules, dict(pipeline.senders)
+    (tmp_path / "r.yaml").write_text(
+        CHANGED + "destinations:\n  - {name: hook, type: webhook, url: 'http://127.0.0.1:9/x'}\n"
+    )
+
+    class Refusing:
+        def __init__(self, dest: object, shared: object) -> None:
+            raise ValueError("this sender cannot serve hook")
+
+    # Only the reload's constructor refuses: the load's check (senders.refusal) has passed by then.
+    loaded = watcher._load()
+    monkeypatch.setattr(watcher, "_load", lambda: loaded)
+    monkeypatch.setitem(senders.SENDERS, WebhookDestination, Refusing)
+    with caplog.at_level(logging.INFO, logger="bot.config.watch"):
+        assert await watcher.reload() is False
+    assert pipeline.rules is before_rules and pipeline.senders == before_senders
+    assert rule_ids(watcher, "BRICS and CIS") == ["brics"]
+    assert refused == [[f"{tmp_path}: this sender cannot serve hook"]]
+    assert not any("rules reloaded" in m for m in caplog.messages)
+    assert "rules not reloaded: this sender cannot serve hook; keeping the last good rules" in caplog.messages
+
+
+def test_rules_check_runs_every_sender_constructor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.alerts import senders
+    from bot.alerts.config import WebhookDestination
+    from bot.config.load import load_config
+
+    class Refusing:
+        def __init__(self, dest: object, shared: object) -> None:
+            raise ValueError("this sender cannot serve hook")
+
+    (tmp_path / "r.yaml").write_text(
+        "destinations:\n  - {name: hook, type: webhook, url: 'http://127.0.0.1:9/x'}\n" + GOOD
+    )
+    monkeypatch.setitem(senders.SENDERS, WebhookDestination, Refusing)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, env={})
+    where = tmp_path / "r.yaml"
+    assert caught.value.problems == [f"{where}:2: destination 'hook': this sender cannot serve hook"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, TextIO
 
 import httpx
@@ -50,3 +51,21 @@ def build_sender(
     except KeyError:
         raise TypeError(f"unknown destination type: {type(dest).__name__}") from None
     return cls(dest, Shared(client, limits or DEFAULT, console))
+
+
+@cache
+def _idle_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient()  # never sends: construction only
+
+
+def refusal(dest: Destination) -> str | None:
+    """Why the sender would refuse `dest` at construction, or None.
+
+    `rules check` and every load run the very constructor a reload runs, so a destination the check
+    accepts can never leave a reload half-applied.
+    """
+    try:
+        build_sender(dest, _idle_client(), limits=RateLimits())
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from bot import channel
+from bot.alerts import senders
 from bot.alerts.config import CONSOLE, Destination
 from bot.errors import InputError
 from bot.rules.rule import Group, RegexTerm, Rule
@@ -491,6 +492,9 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
     destinations: dict[str, _Placed] = {"console": _Placed(CONSOLE, "<built in>", 0)}
     for p in placed["destinations"]:
         destinations.setdefault(p.model.name, p)
+    for name, p in destinations.items():
+        if why := senders.refusal(p.model):
+            problems.append(f"{p.where}:{p.line}: destination {name!r}: {why}")
 
     rules: dict[str, _Placed] = {}
     for p in placed["rules"]:

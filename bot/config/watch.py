@@ -21,7 +21,8 @@ Callback = Callable[[Any], Awaitable[None] | None]
 
 class RulesWatcher:
     """Holds the current rule set; `run()` reloads it when a YAML file directly in the directory changes.
-    `on_reload` is handed the new RuleSet.
+    `on_reload` is handed the new RuleSet and puts it in force; if it raises, nothing changed and the
+    reload is refused like an invalid one.
 
     The first load happens in the constructor and raises ConfigError, so a monitor never starts on
     invalid rules; later invalid changes are logged (one line per problem) and the old set stays.
@@ -60,18 +61,26 @@ class RulesWatcher:
             log.warning("rules not reloaded: %d problem(s); keeping the last good rules", len(exc.problems))
             for line in exc.problems:
                 log.warning("%s", line)
-            await _call(self._on_error, exc.problems)
+            await _notify(self._on_error, exc.problems)
             return False
         if refusal := self._suspicious(ruleset):
             log.warning("rules not reloaded: %s; keeping the last good rules", refusal)
-            await _call(self._on_error, [f"{self.rules_dir}: {refusal}"])
+            await _notify(self._on_error, [f"{self.rules_dir}: {refusal}"])
+            return False
+        try:
+            await _call(self._on_reload, ruleset)
+        except Exception as exc:
+            # The subscriber builds everything the new set needs before it swaps anything (see
+            # Monitor._reloaded): a failure here left the last good set running, whole.
+            log.warning("rules not reloaded: %s; keeping the last good rules", exc)
+            await _notify(self._on_error, [f"{self.rules_dir}: {exc}"])
             return False
         self.current = ruleset
         self._filled = self._nonblank()
+        # Said only now: the rules, their senders and their channels are all in force.
         log.info(
             "rules reloaded: %d rules, %d channels", len(ruleset.config.rules), len(ruleset.config.channels)
         )
-        await _call(self._on_reload, ruleset)
         return True
 
     def _suspicious(self, new: RuleSet) -> str | None:
@@ -111,13 +120,17 @@ class RulesWatcher:
 async def _call(callback: Callback | None, arg: Any) -> None:
     if callback is None:
         return
+    result = callback(arg)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _notify(callback: Callback | None, arg: Any) -> None:
+    """Tell of a refused reload; a failure to tell (the store down) must not stop the watcher."""
     try:
-        result = callback(arg)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        # A subscriber's failure must not stop the watcher: the new rules are already in place.
-        log.exception("rules reload callback failed")
+        await _call(callback, arg)
+    except Exception as exc:
+        log.warning("could not report the refused reload: %s", exc)
 
 
 def _blank(path: Path) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 
 from bot.database_url import parse
 from bot.errors import InputError, first_line
@@ -133,12 +133,40 @@ def executor(engine: Engine) -> ThreadPoolExecutor | None:
     return _executors[key]
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` says the store is unavailable (server gone, disk full, file read-only or locked)
+    rather than that one piece of data is wrong: an outage passes, so work waits for it and retries."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+# engine id -> called with None after each piece of work that reached the store, or with the outage
+Observer = Callable[[BaseException | None], None]
+_observers: dict[int, Observer] = {}
+
+
+def observe(engine: Engine, observer: Observer) -> None:
+    """Have `observer` told how every `run_sync` on `engine` went: the health of the store."""
+    _observers[id(engine)] = observer
+
+
 async def run_sync(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
     """Run blocking database work off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(executor(engine), fn, *args)
+    observer = _observers.get(id(engine))
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(executor(engine), fn, *args)
+    except Exception as exc:
+        if observer is not None and is_outage(exc):
+            observer(exc)
+        raise
+    if observer is not None:
+        observer(None)
+    return result
 
 
 def release(engine: Engine) -> None:
+    _observers.pop(id(engine), None)
     pool = _executors.pop(id(engine), None)
     if pool is not None:
         pool.shutdown(wait=True)
