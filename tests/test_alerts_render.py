@@ -112,3 +112,38 @@ def test_layout_fits_the_budget_and_keeps_the_tail() -> None:
     spans = layout(card(view), 500)
     assert len(plain(spans)) <= 500
     assert plain(spans).endswith("#grid")  # hashtags survive; the excerpt was cut instead
+
+
+def test_bidi_and_invisible_controls_never_reach_a_destination_but_stay_in_the_stored_text() -> None:
+    """U+202E makes "gpj.exe" read as "exe.jpg"; ESC drives a terminal. Every renderer shows the
+    text without them, the hit still falls on the right word, and emoji joiners survive."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from bot.alerts import console, discord, slack, telegram
+    from bot.alerts.render import INVISIBLE
+
+    tricky = "Grid \u202eattack\u202c at \u2066dawn\u2069\x1b[31m \u200bfile\ufeffgpj.exe 👨\u200d👩\u200d👧"
+    view = alert_view(
+        text=tricky,
+        title="Grid \u202eattack",
+        channel_title="News\u200f",
+        hits=(Hit(term="attack", start=tricky.index("attack"), end=tricky.index("attack") + 6),),
+    )
+    rendered = {
+        "slack": json.dumps(slack.payload(view), ensure_ascii=False),
+        "discord": json.dumps(discord.payload(view), ensure_ascii=False),
+        "telegram": telegram.render_html(telegram.visible(view)),
+    }
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(console.panel(view))
+    rendered["console"] = out.getvalue()
+    for name, text in rendered.items():
+        assert not INVISIBLE.search(text), (name, [hex(ord(c)) for c in INVISIBLE.findall(text)])
+        assert "\x1b" not in text, name
+        assert "👨\u200d👩\u200d👧" in text, name  # the family emoji is one grapheme, not three
+    assert "<b>attack</b>" in rendered["telegram"]
+    assert "*attack*" in rendered["slack"]
+    assert "\u202e" in view.text  # the alert's own data is untouched

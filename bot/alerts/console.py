@@ -7,7 +7,6 @@ terminal with escape sequences.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from rich.console import Console
@@ -22,24 +21,17 @@ from bot.alerts.render import Span, card, layout
 WIDTH = 1500  # characters of post text: a terminal is for a glance
 BORDERS = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "blue"}
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def clean(text: str) -> str:
-    return _CONTROL.sub("", text)
-
-
 def to_text(spans: Iterable[Span]) -> Text:
     out = Text()
     for span in spans:
         if span.style == "bold":
-            out.append(clean(span.text), style="bold")
+            out.append(span.text, style="bold")
         elif span.style == "italic":
-            out.append(clean(span.text), style="italic")
+            out.append(span.text, style="italic")
         elif span.style == "link" and span.href:
-            out.append(clean(span.text), style=f"link {span.href}")
+            out.append(span.text, style=f"link {span.href}")
         else:
-            out.append(clean(span.text))
+            out.append(span.text)
     return out
 
 

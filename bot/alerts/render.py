@@ -29,12 +29,32 @@ TAGS_WIDTH = 512
 
 Style = Literal["plain", "bold", "italic", "link"]
 
+# Characters that change how the text around them reads without being seen: bidi overrides and
+# isolates (U+202E turns "exe.txt" into "txt.exe"), marks, controls other than tab and newline
+# (a terminal obeys escapes; U+2028 breaks lines where nothing else does),
+# zero-width spaces, word joiners, the BOM. The zero-width joiners (U+200C, U+200D) and the tag
+# characters stay: emoji sequences and subdivision flags are made of them.
+INVISIBLE = regex.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u202a-\u202e"
+    r"\u2028\u2029\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]"
+)
+
+
+def visible(text: str) -> str:
+    """`text` without invisible controls. Rendering only: the stored text keeps them, and hits are
+    offsets into it, so this runs on spans after the text was cut at those offsets."""
+    return INVISIBLE.sub("", text)
+
 
 @dataclass(frozen=True, slots=True)
 class Span:
     text: str
     style: Style = "plain"
     href: str | None = None  # for style "link"; always an http(s) URL
+
+    def __post_init__(self) -> None:
+        # Every destination renders spans: stripping here covers them all, whatever they escape.
+        object.__setattr__(self, "text", visible(self.text))
 
 
 Line = tuple[Span, ...]
@@ -67,7 +87,12 @@ def is_web_url(url: str | None) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and not regex.search(r"[\s<>|\"']", url)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not regex.search(r"[\s<>|\"']", url)
+        and not INVISIBLE.search(url)
+    )
 
 
 _GRAPHEME = regex.compile(r"\X")
@@ -202,6 +227,10 @@ def date_label(when: datetime | None) -> str | None:
 
 def headline(view: AlertView) -> str:
     """One plain line, e.g. for Slack's fallback text or a Discord message's content."""
+    return visible(_headline(view))
+
+
+def _headline(view: AlertView) -> str:
     if view.kind == "ops":
         return f"tgsentinel: {clip(view.summary or view.title or 'notice', TITLE_WIDTH)}"
     sev = view.severity.upper() if view.severity else "ALERT"
