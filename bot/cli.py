@@ -114,38 +114,34 @@ def init(
     typer.echo(f"next: {where}tgsentinel rules check && tgsentinel run", err=True)
 
 
-def _read_input(file: str) -> str:
-    from bot.parse import decode_dump, read_dump
-
-    if file == "-":
-        return decode_dump(sys.stdin.buffer.read(), "<stdin>")
-    return read_dump(file)
-
-
 @app.command()
 def parse(
-    file: Annotated[str, typer.Argument(help="A text dump of a channel; '-' reads stdin.")],
+    file: Annotated[
+        str, typer.Argument(help="A text dump, a saved t.me/s page or a Desktop export; '-' reads stdin.")
+    ],
     format: Annotated[str, typer.Option("--format", help="jsonl or table")] = "jsonl",
 ) -> None:
-    """Split a channel dump into clean posts and print them."""
-    from bot.parse import as_record, parse_dump
+    """Split a file into clean posts and print them: one JSON record per post, whatever the format."""
+    from bot.sources.files import InputFile, record
 
     if format not in ("jsonl", "table"):
         raise InputError(f"--format: {format!r} is not one of jsonl, table")
-    posts = parse_dump(_read_input(file))
-    if format == "jsonl":
-        for post in posts:
-            sys.stdout.write(json.dumps(as_record(post), ensure_ascii=False) + "\n")
-        return
+    with InputFile(file) as source:
+        if format == "jsonl":
+            for post in source.posts():
+                sys.stdout.write(json.dumps(record(post), ensure_ascii=False) + "\n")
+            return
+        posts = list(source.posts())
     from rich.console import Console
     from rich.table import Table
 
     table = Table("#", "forwarded from", "title", "hashtags", "media", "fingerprint")
     for post in posts:
         c = post.content
+        fwd = post.item.forward
         table.add_row(
             str(post.index),
-            post.forwarded_from or "",
+            (fwd.name or fwd.username or "") if fwd else "",
             c.title[:60],
             " ".join(c.hashtags),
             ",".join(c.media),
@@ -156,7 +152,9 @@ def parse(
 
 @app.command()
 def replay(
-    file: Annotated[str, typer.Argument(help="A text dump of a channel; '-' reads stdin.")],
+    file: Annotated[
+        str, typer.Argument(help="A text dump, a saved t.me/s page or a Desktop export; '-' reads stdin.")
+    ],
     channel: Annotated[str, typer.Option("--channel", help="Stored as channel dump:NAME.")],
     db: DbOption = None,
     rules: RulesOption = None,
@@ -165,12 +163,25 @@ def replay(
     ] = 60.0,
     show: Annotated[bool, typer.Option("--show", help="Print what the channel holds afterwards.")] = False,
 ) -> None:
-    """Feed a dump through the whole pipeline: parse, store, match, deliver."""
-    from bot.commands.replay import replay as run_replay
+    """Feed a dump, a saved t.me/s page or a Desktop export through the whole pipeline: parse, store,
+    match, deliver."""
+    from bot.commands.replay import replay_file
 
     settings = load_settings(database_url=db, rules_dir=rules)
-    text = _read_input(file)
-    asyncio.run(run_replay(settings, text, channel, drain_timeout=drain_timeout, show=show))
+    asyncio.run(replay_file(settings, file, channel, drain_timeout=drain_timeout, show=show))
+
+
+@app.command("import")
+def import_(
+    export: Annotated[str, typer.Argument(metavar="EXPORT", help="A Telegram Desktop export (result.json).")],
+    db: DbOption = None,
+    rules: RulesOption = None,
+) -> None:
+    """Store a Telegram Desktop export's channel posts as history: matched, never alerted."""
+    from bot.commands.importer import import_export
+
+    settings = load_settings(database_url=db, rules_dir=rules)
+    asyncio.run(import_export(settings, export))
 
 
 @app.command()
@@ -261,6 +272,16 @@ def bench_replay(posts: int = 10_000, repeat: int = 3) -> None:
     from bot.bench.replay import run as bench
 
     typer.echo(json.dumps(bench(n_posts=posts, repeat=repeat)))
+
+
+@bench_app.command("import")
+def bench_import(
+    megabytes: Annotated[int, typer.Option("--megabytes", help="Size of the generated export.")] = 200,
+) -> None:
+    """Import a generated Desktop export of that size into a fresh SQLite store: posts/s and peak RSS."""
+    from bot.bench.importer import run as bench
+
+    typer.echo(json.dumps(bench(megabytes=megabytes)))
 
 
 @bench_app.command("match")

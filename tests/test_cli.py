@@ -32,13 +32,13 @@ def test_parse_prints_the_eleven_posts_of_the_sample():
     assert posts[10]["media"] == ["too_big"]
 
 
-def test_parse_reads_stdin_and_an_empty_file_is_zero_posts(tmp_path):
+def test_parse_reads_stdin_and_an_empty_file_is_bad_input(tmp_path):
     proc = tgs("parse", "-", stdin=SAMPLE.read_bytes())
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 11
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
-    proc = tgs("parse", str(empty))
-    assert (proc.returncode, proc.stdout) == (0, b"")
+    proc = tgs("parse", str(empty))  # none of the three formats (issue 12)
+    assert (proc.returncode, proc.stdout) == (2, b"") and "empty file" in proc.stderr.decode()
 
 
 @pytest.mark.parametrize(

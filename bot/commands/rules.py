@@ -110,29 +110,47 @@ def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[dict[str, 
 
 
 def _dump_posts(path: Path, channel: str) -> Iterator[tuple[dict[str, Any], MatchInput]]:
-    from bot.parse import parse_dump, read_dump
+    """A file's posts, whichever format (`bot.sources.files`): a dump's records say `index` (the 0-based
+    position); a page's and an export's also `message_id`, `channel` and `date`."""
+    from bot.channel import names as channel_names
+    from bot.sources.files import InputFile
 
     try:
         key = scope_key(channel)
     except ValueError as exc:
         raise InputError(f"--channel: {exc}") from None
-    names = frozenset({key})
-    for post in parse_dump(read_dump(path)):
-        content = post.content
-        yield (
-            {"index": post.index, "title": content.title},  # the 0-based position in the dump
-            MatchInput(
-                text=content.text,
-                hashtags=content.hashtags,
-                channel_names=names,
-                is_forward=post.forwarded_from is not None,
-            ),
-        )
+    with InputFile(str(path)) as source:
+        for post in source.posts():
+            item, content = post.item, post.content
+            ref = item.channel
+            fields: dict[str, Any] = {"index": post.index, "title": content.title}
+            names = frozenset({key})
+            if not post.positional:
+                known = ref.tg_id is not None or ref.username is not None
+                fields = {
+                    "index": post.index,
+                    "message_id": item.message_id,
+                    "channel": ref.key if known else None,
+                    "date": item.date.isoformat() if item.date else None,
+                    "title": content.title,
+                }
+                names |= channel_names(username=ref.username, tg_id=ref.tg_id)
+            yield (
+                fields,
+                MatchInput(
+                    text=content.text,
+                    hashtags=content.hashtags,
+                    channel_names=names,
+                    is_forward=item.forward is not None,
+                ),
+            )
 
 
 @app.command()
 def test(
-    file: Annotated[Path | None, typer.Argument(help="a text dump of a channel")] = None,
+    file: Annotated[
+        Path | None, typer.Argument(help="a text dump, a saved t.me/s page or a Desktop export")
+    ] = None,
     rules_dir: Annotated[
         Path | None, typer.Option("--rules", help="default: $TGSENTINEL_RULES_DIR or ./rules")
     ] = None,
@@ -144,9 +162,10 @@ def test(
         datetime | None, typer.Option("--since", help="with --db: messages from this date")
     ] = None,
 ) -> None:
-    """Run the rules over a dump (or --db): one JSON line per matching post.
+    """Run the rules over a file (a dump, a saved page, an export) or --db: one JSON line per match.
 
-    A dump's posts carry `index` (0-based position); stored ones `message_id`, `channel`, `date`, `url`."""
+    A dump's posts carry `index` (0-based position); a page's and an export's also `message_id`,
+    `channel` and `date`; stored ones `message_id`, `channel`, `date`, `url`."""
     if (file is None) == (db is None):
         raise typer.BadParameter("give a dump FILE or --db URL")
     # Invalid rules here are bad input (exit 2): the CLI prints their FILE:LINE lines.
