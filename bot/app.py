@@ -135,15 +135,19 @@ class Pipeline:
     async def drain(self, since: datetime, timeout: float) -> dict[str, int]:
         """Deliver until nothing created since `since` is pending, or `timeout` passes."""
         deadline = time.monotonic() + timeout
-        while True:
-            await self.release_held()
-            handled = await self.worker.run_once()
-            tally = await run_sync(self.store, self._tally, since)
-            if not tally.get("pending") or time.monotonic() >= deadline:
-                return tally
-            if not handled:
-                # Something waits for its backoff or Retry-After: look again shortly.
+        # The worker's own lanes, as in the monitor: a destination that hangs holds up only itself.
+        lanes = asyncio.create_task(self.worker.run(), name="drain")
+        try:
+            while True:
+                await self.release_held()
+                tally = await run_sync(self.store, self._tally, since)
+                if (not tally.get("pending") and self.worker.idle) or time.monotonic() >= deadline:
+                    return tally
+                # The lanes run on their own; this only decides when to stop looking.
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        finally:
+            lanes.cancel()
+            await asyncio.gather(lanes, return_exceptions=True)
 
     def _tally(self, since: datetime) -> dict[str, int]:
         from bot.store.models import Delivery

@@ -16,6 +16,7 @@ from bot.commands.alerts import alerts_app, silence_app
 from bot.commands.rules import app as rules_app
 from bot.config import ConfigError
 from bot.errors import InputError
+from bot.redact import RedactFilter, redact
 from bot.settings import load_settings
 
 
@@ -32,7 +33,7 @@ class _OneLineErrors(TyperGroup):
                 typer.echo(line, err=True)
             ctx.exit(exc.exit_code)
         except InputError as exc:
-            typer.echo(f"tgsentinel: {exc}", err=True)
+            typer.echo(f"tgsentinel: {redact(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
@@ -294,11 +295,16 @@ def bench_match(repeat: int = 3) -> None:
 
 
 @bench_app.command("delivery")
-def bench_delivery(posts: int = 1000) -> None:
+def bench_delivery(
+    posts: int = 1000,
+    hanging: Annotated[
+        bool, typer.Option("--hanging", help="Also send each alert to a webhook that never answers.")
+    ] = False,
+) -> None:
     """Latency from ingest to a loopback webhook, one post every 20 ms: p50 and p99."""
     from bot.bench.delivery import run as bench
 
-    typer.echo(json.dumps(bench(n=posts)))
+    typer.echo(json.dumps(bench(n=posts, hanging=hanging)))
 
 
 @bench_app.command("dispatch")
@@ -336,8 +342,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            # RedactFilter leaves a traceback as redacted exc_text only.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -352,6 +359,7 @@ def _logging() -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactFilter())  # every record, whoever logs it: no secret reaches stderr
     logging.basicConfig(
         level=level if level in logging.getLevelNamesMapping() else "INFO", handlers=[handler]
     )

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.database_url import database_url
+from bot.database_url import database_url, parse
 from bot.duration import parse_duration
 from bot.errors import InputError
+from bot.redact import SECRETS
 
 Seconds = Annotated[float, Field(gt=0), BeforeValidator(parse_duration)]
 """A positive duration: a number of seconds, or 30s, 10m, 2h, 1d."""
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
 
     retention: str | None = None  # e.g. "90d": prune old messages and sent deliveries
 
+    def secrets(self) -> list[str]:
+        """The values `_SECRET` names, for the redactor; of the database URL, only the password."""
+        password = parse(self.database_url).password
+        return [str(password or ""), *(getattr(self, f) or "" for f in _SECRET if f != "database_url")]
+
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
     def _any_case(cls, value: Any, info: Any) -> Any:
@@ -130,12 +136,14 @@ def load_settings(**overrides: Any) -> Settings:
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = _field(str(err["loc"][0])) if err["loc"] else ""
         name = _OPTIONS[field] if field in given and field in _OPTIONS else _variable(field)
         raise InputError(f"{name} {_reason(err, field)}") from None
+    SECRETS.learn(*settings.secrets())
+    return settings
 
 
 def _reason(err: Any, field: str) -> str:

@@ -17,7 +17,7 @@ from bot import backoff
 from bot.alerts.model import Permanent, RetryAfter, Transient
 from bot.alerts.ratelimit import RateLimits
 from bot.pacer import Busy, Pacer
-from bot.redact import endpoint, redact
+from bot.redact import SECRETS, endpoint, redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +33,8 @@ class Shared:
 
 
 DEFAULT_RETRY_AFTER = 5.0  # a 429 that does not say how long
-DETAIL_WIDTH = 200
+DETAIL_WIDTH = 300  # characters of an error body kept in a reason, cut before redaction
+_DETAIL_READ = 65_536  # of a huge body, only the start is looked at
 
 
 async def paced(pacer: Pacer, max_wait: float) -> None:
@@ -83,9 +84,10 @@ def json_body(resp: httpx.Response) -> dict[str, Any]:
 
 
 def detail(resp: httpx.Response, *secrets: str) -> str:
-    """A short, single-line, secret-free excerpt of an error body, for the reason."""
-    text = " ".join(resp.text.split())[:DETAIL_WIDTH]
-    return redact(text, *secrets)
+    """A short, single-line, secret-free excerpt of an error body, for the reason. Receivers and
+    proxies echo requests (`Cannot POST /services/...`, a 401 quoting the Authorization header), so
+    every secret the process knows is blanked, in any spelling, besides `secrets`."""
+    return SECRETS.excerpt(" ".join(resp.text[:_DETAIL_READ].split()), DETAIL_WIDTH, *secrets)
 
 
 def check(

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from bot.redact import SECRETS
 from bot.store.channels import now
 from bot.store.models import Alert, Delivery, DestinationState, alert_key
 
@@ -58,8 +59,11 @@ def release_held(session: Session, stamp: datetime | None = None) -> list[int]:
 
 
 def ops_notice(session: Session, destination: str, summary: str, kind: str = "ops") -> int:
-    """An operational problem told to the ops destination, through the same outbox."""
-    return _send_one(session, destination, kind="ops", rule_id=kind, severity="high", summary=summary)
+    """An operational problem told to the ops destination, through the same outbox. Redacted here,
+    the one door every notice goes through, whoever wrote it (the worker, a source, a reload)."""
+    return _send_one(
+        session, destination, kind="ops", rule_id=kind, severity="high", summary=SECRETS(summary)
+    )
 
 
 def _send_one(session: Session, destination: str, **alert: Any) -> int:

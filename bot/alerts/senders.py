@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TextIO
 import httpx
 
 from bot.alerts.config import (
+    SECRET_PREFIX,
     ConsoleDestination,
     DiscordDestination,
     SlackDestination,
@@ -22,6 +23,7 @@ from bot.alerts.ratelimit import DEFAULT, RateLimits
 from bot.alerts.slack import SlackSender
 from bot.alerts.telegram import TelegramSender
 from bot.alerts.webhook import WebhookSender
+from bot.redact import SECRETS, url_secrets, value_secrets
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,6 +39,25 @@ SENDERS: dict[type, type] = {
 }
 
 
+def secrets(dest: Destination) -> list[str]:
+    """Every secret a destination holds, for the redactor: the parts of its URLs past the host, its
+    token, its signing secret, its header values."""
+    out: list[str] = []
+    if isinstance(dest, SlackDestination | DiscordDestination):
+        out += url_secrets(dest.url.get_secret_value())
+    elif isinstance(dest, TelegramDestination):
+        token = dest.bot_token.get_secret_value()
+        out += [*value_secrets(token), token.partition(":")[2], *url_secrets(dest.api_url)]
+    elif isinstance(dest, WebhookDestination):
+        out += url_secrets(dest.url.get_secret_value())
+        if dest.secret is not None:
+            secret = dest.secret.get_secret_value()
+            out += [secret, secret.removeprefix(SECRET_PREFIX)]
+        for value in dest.headers.values():
+            out += value_secrets(value)
+    return out
+
+
 def build_sender(
     dest: Destination,
     client: httpx.AsyncClient,
@@ -45,7 +66,9 @@ def build_sender(
     limits: RateLimits | None = None,
 ) -> Sender:
     """The sender for one destination. Build it once per process: it remembers things
-    (Telegram chat migrations) and shares `limits` (default: the process-wide limiters)."""
+    (Telegram chat migrations) and shares `limits` (default: the process-wide limiters).
+    The process's redactor learns the destination's secrets here, before anything is sent."""
+    SECRETS.learn(*secrets(dest))
     try:
         cls = SENDERS[type(dest)]
     except KeyError:

@@ -1,5 +1,9 @@
 """The delivery worker: claim due rows under a lease, send, mark. At least once per alert and destination.
 
+Each destination has a lane of its own: a task that claims only that destination's rows and sends
+them one after another, paced by the destination's rate limiter and bounded by its timeout. Lanes
+run side by side, so a destination that hangs holds up its own alerts and no one else's.
+
 A crash between sending and marking leaves the row's lease to expire, after which it is claimed again,
 so only what was in flight is resent, under the same idempotency key.
 """
@@ -9,21 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bot import metrics
-from bot.alerts.model import AlertView, Permanent, RetryAfter, Sender, SendError, Transient
+from bot.alerts.model import AlertView, Permanent, RetryAfter, Sender, SendError
 from bot.alerts.outbox import disabled_destinations, ops_notice, pending_filter
 from bot.alerts.render import post_url
 from bot.backoff import Backoff
 from bot.errors import first_line
+from bot.redact import SECRETS
 from bot.rules.model import Hit
 from bot.store.channels import now
 from bot.store.db import run_sync
@@ -41,6 +48,10 @@ class RetryPolicy:
 
 
 class Worker:
+    """Delivery, one lane per destination: each claims only its own destination's rows and sends
+    them in order, under its own rate limit and timeout, so a destination that hangs delays itself
+    and nothing else."""
+
     def __init__(
         self,
         engine: Engine,
@@ -51,6 +62,7 @@ class Worker:
         poll_interval: float = 5.0,
         ops_destination: str = "console",
         batch: int = 50,
+        send_timeout: float | None = None,
     ) -> None:
         self.engine = engine
         self.senders = senders
@@ -59,84 +71,190 @@ class Worker:
         self.poll_interval = poll_interval
         self.ops_destination = ops_destination
         self.batch = batch
+        self._send_timeout = send_timeout
         self.owner = uuid.uuid4().hex[:12]
         self._wake = asyncio.Event()
         self._backoff = Backoff(retry.base, retry.cap)  # full jitter
         self._outage = Backoff(1.0, 60.0, jitter=(1.0, 2.0))  # a database outage: 1-2 s, doubling
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()  # lanes told of new rows while they were looking
+        self._looked = False  # since `run` started
+
+    @property
+    def send_timeout(self) -> float:
+        """One send never outlives half the lease, so its row is marked before another worker may
+        claim it: the senders' own HTTP timeouts are shorter; this bounds what they do not cover
+        (a rate limiter's wait, Telegram's resends)."""
+        return self._send_timeout or self.lease / 2
+
+    @property
+    def idle(self) -> bool:
+        """`run` has looked since the last wake-up, and no lane is sending: nothing due is in hand."""
+        return self._looked and not self._lanes and not self._wake.is_set()
 
     def wake(self, _ids: object = None) -> None:
         """Called when a transaction that wrote deliveries commits: send now, not at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
+        """Until cancelled: look for due rows on every wake-up (and every `poll_interval`), and keep
+        one lane running for each destination that has some."""
         failures = 0
-        while True:
-            # Clear before looking, not after: a commit that lands while we look must wake the next wait.
-            self._wake.clear()
-            try:
-                handled = await self.run_once()
-                failures = 0
-            except (DBAPIError, OSError) as exc:
-                # The database went away: nothing is lost (the rows wait in it), so back off and retry.
-                failures += 1
-                delay = self._outage.delay(failures)
-                log.warning(
-                    "delivery worker: database unavailable (%s); retrying in %.0fs", first_line(exc), delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            if handled:
-                continue
-            with contextlib.suppress(TimeoutError):  # polling: the fallback when nothing woke us
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+        self._looked = False
+        try:
+            while True:
+                # Clear before looking, not after: a commit that lands while we look must wake the next wait.
+                self._wake.clear()
+                try:
+                    due, soonest = await run_sync(self.engine, self._due)
+                    failures = 0
+                except (DBAPIError, OSError) as exc:
+                    # The database went away: nothing is lost (the rows wait in it), so back off and retry.
+                    failures += 1
+                    delay = self._outage.delay(failures)
+                    log.warning(
+                        "delivery worker: database unavailable (%s); retrying in %.0fs",
+                        first_line(exc),
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                for dest in due:
+                    self._start(dest)
+                self._looked = True
+                # Until a commit wakes us, the next retry is due, or the poll (for what other
+                # workers left behind).
+                wait = self.poll_interval if soonest is None else min(self.poll_interval, soonest)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, wait))
+        finally:
+            lanes = list(self._lanes.values())
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    def _start(self, dest: str) -> None:
+        if dest in self._lanes:
+            # Its claim may have looked before this row committed: it must look once more.
+            self._again.add(dest)
+            return
+        self._lanes[dest] = asyncio.create_task(self._lane(dest), name=f"delivery:{dest}")
+
+    async def _lane(self, dest: str) -> None:
+        """One destination's rows, batch after batch, until it has none due."""
+        try:
+            while True:
+                self._again.discard(dest)
+                claimed = await run_sync(self.engine, self._claim, dest)
+                if claimed:
+                    await self._send_all(dest, claimed, time.monotonic())
+                    self.wake()  # a dead letter wrote an ops notice, maybe for another lane
+                elif dest not in self._again:
+                    return
+        except (DBAPIError, OSError) as exc:
+            # The loop's next look (it backs off while the database is away) starts the lane again.
+            log.warning("delivery to %s: database unavailable (%s)", dest, first_line(exc))
+        finally:
+            # In the same step as the decision to stop: a wake-up from now on starts a new lane.
+            self._lanes.pop(dest, None)
 
     async def run_once(self) -> int:
-        """Claim and process one batch; returns how many rows were handled."""
-        claimed = await run_sync(self.engine, self._claim)
-        if not claimed:
-            return 0
-        by_dest: dict[str, list[tuple[int, AlertView, datetime]]] = {}
-        for delivery_id, dest, view, created in claimed:
-            by_dest.setdefault(dest, []).append((delivery_id, view, created))
-        # Destinations in parallel; within one destination in order, so its rate limit holds.
+        """One batch for every destination with due rows, the destinations in parallel; returns how many
+        rows were handled. For stepping the worker by hand (tests); `run` is what delivers."""
+        dests, _ = await run_sync(self.engine, self._due)
+        claimed = {dest: await run_sync(self.engine, self._claim, dest) for dest in dests}
+        started = time.monotonic()
         # A TaskGroup, so a failure or a cancellation never leaves a send running behind our back.
         async with asyncio.TaskGroup() as group:
-            for dest, rows in by_dest.items():
-                group.create_task(self._send_all(dest, rows))
-        return len(claimed)
+            for dest, rows in claimed.items():
+                if rows:
+                    group.create_task(self._send_all(dest, rows, started))
+        return sum(len(rows) for rows in claimed.values())
 
-    async def _send_all(self, dest: str, rows: list[tuple[int, AlertView, datetime]]) -> None:
+    async def _send_all(self, dest: str, rows: list[tuple[int, AlertView, datetime]], claimed: float) -> None:
+        """In order, so the destination's rate limit holds and its alerts arrive as they were made.
+
+        Each outcome is written while the next row is sent, not before: waiting for the store (a
+        writer shared with ingest) between two sends would make every alert wait for every commit.
+        """
         sender = self.senders.get(dest)
-        for delivery_id, view, created in rows:
-            if sender is None:
-                await run_sync(self.engine, self._dead, delivery_id, f"unknown destination {dest!r}", view)
-                continue
-            try:
+        marks: list[asyncio.Future[None]] = []
+        n = 0
+        try:
+            for n, (delivery_id, view, created) in enumerate(rows):
+                if any(m.done() and not m.cancelled() and m.exception() for m in marks):
+                    break  # the store failed a write: stop sending what could not be marked
+                if n and time.monotonic() - claimed > self.lease - self.send_timeout:
+                    # Not enough lease left for one more send: hand the rest back rather than send on
+                    # a lease another worker may take over.
+                    marks.append(self._write(self._release, [r[0] for r in rows[n:]]))
+                    break
+                if sender is None:
+                    marks.append(self._write(self._dead, delivery_id, f"unknown destination {dest!r}", view))
+                    continue
+                fn, *args = await self._send_one(sender, dest, delivery_id, view, created)
+                marks.append(self._write(fn, *args))
+        except asyncio.CancelledError:
+            # Stopping (or a drain's deadline): what was never started is due again at once; the row
+            # in flight keeps its lease, since it may have arrived.
+            if rows[n + 1 :]:
+                marks.append(self._write(self._release, [r[0] for r in rows[n + 1 :]]))
+            await asyncio.gather(*marks, return_exceptions=True)
+            raise
+        await asyncio.gather(*marks)
+
+    def _write(self, fn: Callable[..., object], *args: object) -> asyncio.Future[None]:
+        """Store work, queued now (in order, on SQLite's one writer thread) and awaited later."""
+        return asyncio.ensure_future(run_sync(self.engine, fn, *args))  # type: ignore[arg-type]
+
+    async def _send_one(
+        self, sender: Sender, dest: str, delivery_id: int, view: AlertView, created: datetime
+    ) -> tuple[Any, ...]:
+        """Send once; returns the write that records the outcome, as (function, *arguments)."""
+        try:
+            async with asyncio.timeout(self.send_timeout):
                 sent = await sender.send(view)
-            except RetryAfter as exc:
-                await run_sync(self.engine, self._later, delivery_id, exc.seconds, exc.reason, False)
-            except Transient as exc:
-                await run_sync(self.engine, self._transient, delivery_id, exc.reason, view, created)
-            except Permanent as exc:
-                await run_sync(
-                    self.engine, self._dead, delivery_id, exc.reason, view, dest if exc.gone else None
-                )
-            except SendError as exc:  # a sender's own subclass: treat as transient
-                await run_sync(self.engine, self._transient, delivery_id, exc.reason, view, created)
-            except Exception as exc:  # a bug in a renderer must not stop the other deliveries
-                log.exception("delivery %s to %s failed unexpectedly", delivery_id, dest)
-                await run_sync(self.engine, self._transient, delivery_id, type(exc).__name__, view, created)
-            else:
-                await run_sync(self.engine, self._sent, delivery_id, dest, sent.provider_id)
-                metrics.DELIVERY_LATENCY.observe(max(0.0, (now() - created).total_seconds()))
+        except RetryAfter as exc:
+            return (self._later, delivery_id, exc.seconds, SECRETS(exc.reason), False)
+        except Permanent as exc:
+            return (self._dead, delivery_id, SECRETS(exc.reason), view, dest if exc.gone else None)
+        except SendError as exc:  # Transient, or a sender's own subclass: retried with backoff
+            return (self._transient, delivery_id, SECRETS(exc.reason), view, created)
+        except TimeoutError:
+            reason = f"{dest}: no answer within {self.send_timeout:.0f}s"
+            return (self._transient, delivery_id, reason, view, created)
+        except Exception as exc:  # a bug in a renderer must not stop the other deliveries
+            log.exception("delivery %s to %s failed unexpectedly", delivery_id, dest)
+            return (self._transient, delivery_id, type(exc).__name__, view, created)
+        metrics.DELIVERY_LATENCY.observe(max(0.0, (now() - created).total_seconds()))
+        return (self._sent, delivery_id, dest, sent.provider_id)
 
     # -- database side ---------------------------------------------------------------------------
 
-    def _claim(self) -> list[tuple[int, str, AlertView, datetime]]:
+    def _due(self) -> tuple[list[str], float | None]:
+        """Destinations with rows a worker may claim now, and in how many seconds the next pending
+        row waiting for its retry is due (None: none waits)."""
+        stamp = now()
+        with Session(self.engine) as session:
+            due = select(Delivery.destination).where(pending_filter(stamp)).distinct()
+            dests = list(session.scalars(due))
+            soonest = session.scalar(
+                select(func.min(Delivery.next_attempt_at)).where(
+                    Delivery.status == "pending", Delivery.next_attempt_at > stamp
+                )
+            )
+        return dests, None if soonest is None else (soonest - stamp).total_seconds()
+
+    def _claim(self, destination: str) -> list[tuple[int, AlertView, datetime]]:
         stamp = now()
         with Session(self.engine) as session, session.begin():
             disabled = disabled_destinations(session)
-            query = select(Delivery).where(pending_filter(stamp)).order_by(Delivery.id).limit(self.batch)
+            query = (
+                select(Delivery)
+                .where(pending_filter(stamp), Delivery.destination == destination)
+                .order_by(Delivery.id)
+                .limit(self.batch)
+            )
             if self.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = list(session.scalars(query))
@@ -147,8 +265,21 @@ class Worker:
                 if d.destination in disabled:
                     d.status, d.last_error, d.lease_until = "dead", "destination disabled (410)", None
                     continue
-                out.append((d.id, d.destination, build_view(session, d.alert_id), d.created_at))
+                out.append((d.id, build_view(session, d.alert_id), d.created_at))
             return out
+
+    def _release(self, delivery_ids: list[int]) -> None:
+        """Our leases on rows not sent yet, given up: due again for whoever claims next."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(delivery_ids),
+                    Delivery.lease_owner == self.owner,
+                    Delivery.status == "pending",
+                )
+                .values(lease_until=None)
+            )
 
     def _sent(self, delivery_id: int, destination: str, provider_id: str | None) -> None:
         with self.engine.begin() as conn:

@@ -1,13 +1,18 @@
 """`tgsentinel bench delivery`: latency from ingest to a loopback webhook's receipt, p50 and p99.
 
 One post every 20 ms through the real pipeline (SQLite store, rule engine, outbox, worker, webhook
-sender); the receiver is a plain HTTP server on 127.0.0.1 in a thread of its own.
+sender); the receiver is a plain HTTP server on 127.0.0.1 in a process of its own.
+
+`--hanging` sends every alert to a second webhook as well, one that accepts connections and never
+answers: the figures are still the first one's, and show whether it waits for the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +54,27 @@ server.serve_forever()
 """
 
 
+class _Hanging:
+    """A webhook that accepts every connection and never answers (a receiver stuck on a lock)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed: the bench is over
+            while True:
+                conn, _ = self.server.accept()
+                self._held.append(conn)  # held open, never read from nor written to
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self._held:
+            conn.close()
+
+
 def _receiver() -> tuple[subprocess.Popen[str], int]:
     """The loopback webhook, in a process of its own so it does not share our interpreter lock."""
     proc = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdout=subprocess.PIPE, text=True)
@@ -56,8 +82,9 @@ def _receiver() -> tuple[subprocess.Popen[str], int]:
     return proc, int(proc.stdout.readline())
 
 
-async def _run(n: int, interval: float, tmp: Path) -> dict:
+async def _run(n: int, interval: float, tmp: Path, hanging: bool = False) -> dict:
     proc, port = _receiver()
+    stuck = _Hanging() if hanging else None
     received: dict[int, float] = {}
     lines: asyncio.Queue[str] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -69,10 +96,15 @@ async def _run(n: int, interval: float, tmp: Path) -> dict:
     reader.start()
     rules = tmp / "rules"
     rules.mkdir()
+    extra = ""
+    if stuck is not None:
+        extra = f"  - {{name: stuck, type: webhook, url: 'http://127.0.0.1:{stuck.port}/hook'}}\n"
     (rules / "rules.yaml").write_text(
         "destinations:\n"
         f"  - {{name: hook, type: webhook, url: 'http://127.0.0.1:{port}/hook'}}\n"
-        "rules:\n  - id: alarm\n    match: {any: [alarm]}\n    notify: [hook]\n",
+        f"{extra}"
+        "rules:\n  - id: alarm\n    match: {any: [alarm]}\n"
+        f"    notify: [hook{', stuck' if stuck else ''}]\n",
         encoding="utf-8",
     )
     settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp}/bench.db", rules_dir=rules)
@@ -101,18 +133,21 @@ async def _run(n: int, interval: float, tmp: Path) -> dict:
         release(store)
         proc.terminate()
         proc.wait()
+        if stuck is not None:
+            stuck.close()
     latencies = sorted((received[i] - sent[i]) * 1000 for i in sent if i in received)
     if len(latencies) != n:
         raise AssertionError(f"{n - len(latencies)} of {n} alerts never arrived")
     return {
         "bench": "delivery",
         "posts": n,
+        "hanging_destination": hanging,
         "p50_ms": round(statistics.median(latencies), 1),
         "p99_ms": round(latencies[int(0.99 * (n - 1))], 1),
         "max_ms": round(latencies[-1], 1),
     }
 
 
-def run(n: int = 1000, interval: float = 0.02) -> dict:
+def run(n: int = 1000, interval: float = 0.02, hanging: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        return asyncio.run(_run(n, interval, Path(tmp)))
+        return asyncio.run(_run(n, interval, Path(tmp), hanging))

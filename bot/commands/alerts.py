@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bot.errors import InputError
+from bot.redact import SECRETS
 
 if TYPE_CHECKING:
     from bot.alerts.model import AlertView
@@ -122,7 +123,7 @@ def send_test(
     except SendError as exc:
         # Senders' reasons name the endpoint as scheme://host only, and are redacted of secrets.
         wait = f" (rate limited: retry in {exc.seconds:.0f}s)" if isinstance(exc, RetryAfter) else ""
-        typer.echo(f"tgsentinel: {dest.name}: failed: {exc.reason}{wait}", err=True)
+        typer.echo(f"tgsentinel: {dest.name}: failed: {SECRETS(exc.reason)}{wait}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # a bug, not the destination's answer: its type only, a message may hold a URL
         typer.echo(f"tgsentinel: {dest.name}: failed: {type(exc).__name__}", err=True)
@@ -145,6 +146,7 @@ def list_(
     if status is not None and status not in STATUSES:
         raise InputError(f"--status: {status!r} is not one of {', '.join(STATUSES)}")
     engine = _store(db)
+    _learn_secrets()
     with Session(engine) as session:
         query = (
             select(Delivery, Alert).join(Alert, Alert.id == Delivery.alert_id).order_by(Delivery.id.desc())
@@ -152,24 +154,38 @@ def list_(
         if status:
             query = query.where(Delivery.status == status)
         for d, a in session.execute(query.limit(limit)):
-            typer.echo(
-                json.dumps(
-                    {
-                        "id": d.id,
-                        "status": d.status,
-                        "destination": d.destination,
-                        "kind": a.kind,
-                        "rule": a.rule_id,
-                        "attempts": d.attempts,
-                        "error": d.last_error,
-                        "created_at": d.created_at.isoformat(),
-                        "sent_at": d.sent_at.isoformat() if d.sent_at else None,
-                        "summary": a.summary,
-                    },
-                    ensure_ascii=False,
-                )
+            line = json.dumps(
+                {
+                    "id": d.id,
+                    "status": d.status,
+                    "destination": d.destination,
+                    "kind": a.kind,
+                    "rule": a.rule_id,
+                    "attempts": d.attempts,
+                    "error": d.last_error,
+                    "created_at": d.created_at.isoformat(),
+                    "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+                    "summary": a.summary,
+                },
+                ensure_ascii=False,
             )
+            # Stored errors were redacted when written; this covers rows from before that.
+            typer.echo(SECRETS(line))
     engine.dispose()
+
+
+def _learn_secrets() -> None:
+    """The destinations' secrets, for the redactor, from the rules in force, if they load: a listing
+    of the store must not depend on the rules being valid today."""
+    from bot.alerts.senders import secrets
+    from bot.config import ConfigError
+
+    try:
+        _, config = _rules(None)
+    except (ConfigError, InputError, OSError):
+        return
+    for dest in config.destinations.values():
+        SECRETS.learn(*secrets(dest))
 
 
 @alerts_app.command("retry")
