@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from bot.alerts.config import TelegramDestination
-from bot.alerts.http import Shared, check, json_body, paced, post
+from bot.alerts.http import DETAIL_WIDTH, Shared, check, json_body, paced, post
 from bot.alerts.model import AlertView, RetryAfter, Sent
 from bot.alerts.render import Span, card, layout, plain, utf16_len
-from bot.redact import redact
+from bot.redact import SECRETS
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ class TelegramSender:
                 message_id = result.get("message_id") if isinstance(result, dict) else None
                 return Sent(None if message_id is None else str(message_id))
             params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
-            reason = redact(str(data.get("description") or resp.reason_phrase)[:200], self._token)
+            description = str(data.get("description") or resp.reason_phrase)
+            reason = SECRETS.excerpt(description, DETAIL_WIDTH, self._token)
             new_chat = params.get("migrate_to_chat_id")
             if new_chat is not None and not migrated:
                 # The group became a supergroup: its old id is dead for good.
