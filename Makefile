@@ -32,6 +32,8 @@ bench: $(STAMP)
 	taskset -c 0 $(BIN)/tgsentinel bench match
 	taskset -c 0 $(BIN)/tgsentinel bench delivery
 	$(BIN)/tgsentinel bench dispatch --posts 100000
+	taskset -c 0 $(BIN)/tgsentinel bench ingest       # minutes: seeds 1M stored posts
+	taskset -c 0 $(BIN)/tgsentinel bench retention    # minutes: prunes 1M old posts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

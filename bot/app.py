@@ -375,9 +375,9 @@ class Monitor:
 
     async def _prune(self) -> None:
         from bot.duration import parse_duration
-        from bot.store.maintenance import prune
+        from bot.store.maintenance import prune_in_batches
 
-        removed = await run_sync(self.store, prune, self.store, parse_duration(self.settings.retention))
+        removed = await prune_in_batches(self.store, parse_duration(self.settings.retention))
         if any(removed.values()):
             log.info("retention: pruned %s", removed)
 

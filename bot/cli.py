@@ -65,7 +65,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="The database: schema upgrades.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: schema upgrades, giving space back.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (scripts, not tests): print posts/s.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(bench_app, name="bench")
@@ -259,6 +259,14 @@ def db_upgrade(db: DbOption = None) -> None:
     typer.echo(f"database at {shown_url(settings.database_url)} is up to date", err=True)
 
 
+@db_app.command("vacuum")
+def db_vacuum(db: DbOption = None) -> None:
+    """Give pruned rows' space back: VACUUM on SQLite (monitor stopped), VACUUM (ANALYZE) on PostgreSQL."""
+    from bot.store.maintenance import vacuum_store
+
+    typer.echo(vacuum_store(load_settings(database_url=db).database_url), err=True)
+
+
 @bench_app.command("parse")
 def bench_parse(posts: int = 10_000, repeat: int = 3) -> None:
     """Parse generated dumps; prints posts/s (best of `repeat`)."""
@@ -330,6 +338,43 @@ def bench_dispatch(
             bench(posts, Ingest(engine))
         finally:
             release(engine)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    sizes: Annotated[str, typer.Option(help="Stored posts to measure at, comma-separated.")] = (
+        "10000,200000,1000000"
+    ),
+    posts: Annotated[int, typer.Option(help="New posts ingested at each size.")] = 10_000,
+    batch: Annotated[int, typer.Option(help="Posts per ingest call.")] = 100,
+    db: Annotated[
+        str | None, typer.Option("--db", help="A PostgreSQL server: the run gets a schema of its own.")
+    ] = None,
+) -> None:
+    """Ingest posts/s through the real ingest path at 10k, 200k and 1M stored posts."""
+    from bot.bench.ingest import run as bench
+
+    try:
+        counts = [int(s.replace("_", "")) for s in sizes.split(",")]
+    except ValueError:
+        raise InputError(f"--sizes must be numbers separated by commas, not {sizes!r}") from None
+    for row in bench(counts, posts=posts, batch=batch, db=db):
+        typer.echo(json.dumps(row))
+
+
+@bench_app.command("retention")
+def bench_retention(
+    old: Annotated[int, typer.Option(help="Old posts to prune.")] = 1_000_000,
+    recent: Annotated[int, typer.Option(help="Recent posts that stay.")] = 10_000,
+    batch: Annotated[int, typer.Option(help="Rows per prune transaction.")] = 5_000,
+    db: Annotated[
+        str | None, typer.Option("--db", help="A PostgreSQL server: the run gets a schema of its own.")
+    ] = None,
+) -> None:
+    """Prune old posts while a writer stores one every 50 ms: prune time, ingest p99, store size."""
+    from bot.bench.retention import run as bench
+
+    typer.echo(json.dumps(bench(old=old, recent=recent, batch=batch, db=db)))
 
 
 class JsonFormatter(logging.Formatter):
