@@ -315,6 +315,18 @@ def bench_delivery(
     typer.echo(json.dumps(bench(n=posts, hanging=hanging)))
 
 
+@bench_app.command("soak")
+def bench_soak(
+    minutes: Annotated[float, typer.Option(help="Stop after this long at most.")] = 10.0,
+    posts: Annotated[int, typer.Option(help="Posts to store after the warm-up.")] = 20_000,
+    warmup: Annotated[int, typer.Option(help="Posts stored before memory is measured.")] = 2_000,
+) -> None:
+    """A real `tgsentinel run` over a channel with new posts on every poll: RSS growth per 1,000 posts."""
+    from bot.bench.soak import run as bench
+
+    typer.echo(json.dumps(bench(minutes=minutes, posts=posts, warmup=warmup)))
+
+
 @bench_app.command("dispatch")
 def bench_dispatch(
     posts: int = 100_000,
