@@ -125,8 +125,11 @@ class Worker:
                 # Until a commit wakes us, the next retry is due, or the poll (for what other
                 # workers left behind).
                 wait = self.poll_interval if soonest is None else min(self.poll_interval, soonest)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+                # arrives as the event is set, and then SIGTERM cannot stop the worker.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, wait))
+                    async with asyncio.timeout(max(0.0, wait)):
+                        await self._wake.wait()
         finally:
             lanes = list(self._lanes.values())
             for lane in lanes:
