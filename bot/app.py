@@ -30,6 +30,8 @@ from bot.config.ruleset import RuleSet
 from bot.errors import InputError, first_line
 from bot.pipeline.compose import Windows
 from bot.pipeline.ingest import Ingest
+from bot.pipeline.match import Matcher
+from bot.rules.engine import Limits
 from bot.settings import Settings
 from bot.store.db import is_outage, observe, release, run_sync
 from bot.store.migrate import open_store
@@ -82,6 +84,14 @@ class Pipeline:
             rules=lambda: self.rules,
             windows=Windows(dedup_window=settings.dedup_window, max_alert_age=settings.max_alert_age),
             on_commit=self.worker.wake,
+            matcher=Matcher(
+                Limits(
+                    post=settings.match_post_budget,
+                    batch=settings.match_batch_budget,
+                    disable_after=settings.regex_disable_after,
+                ),
+                ops=self.ops,
+            ),
         )
 
     @property

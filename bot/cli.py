@@ -294,10 +294,19 @@ def bench_import(
 
 
 @bench_app.command("match")
-def bench_match(repeat: int = 3) -> None:
+def bench_match(
+    repeat: int = 3,
+    catastrophic: Annotated[
+        int, typer.Option(help="Instead: N catastrophic regex rules over N posts, with and without a budget.")
+    ] = 0,
+) -> None:
     """The rule engine against the naive one-regex-per-rule approach, at 100, 1,000 and 10,000 rules."""
+    from bot.bench.match import catastrophic as bench_catastrophic
     from bot.bench.match import run as bench
 
+    if catastrophic:
+        typer.echo(json.dumps(bench_catastrophic(catastrophic)))
+        return
     for row in bench(repeat=repeat):
         typer.echo(json.dumps(row))
 

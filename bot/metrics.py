@@ -8,7 +8,26 @@ POSTS_INGESTED = Counter("tgsentinel_posts_ingested_total", "Posts stored (new)"
 POSTS_RECOVERED = Counter(
     "tgsentinel_posts_recovered_total", "Posts found by catch-up sweeps rather than live updates", ["channel"]
 )
+POSTS_REJECTED = Counter(
+    "tgsentinel_posts_rejected_total",
+    "Posts skipped because they could not be parsed or stored (each kept in rejected_posts)",
+    ["reason"],  # bad_id, id_range, out_of_sequence, unparsable, store_failed
+)
+POSTS_DROPPED = Counter(
+    "tgsentinel_posts_dropped_total",
+    "Input a source read and did not pass on, as expected",
+    ["reason"],  # behind_cursor, duplicate, empty_page
+)
 MATCHES = Counter("tgsentinel_matches_total", "Rule matches recorded", ["rule"])
+REGEX_SKIPPED = Counter(
+    "tgsentinel_regex_skipped_total",
+    "Regex terms not run on a post (and counted as no hit)",
+    ["reason"],  # post_budget, batch_budget, disabled
+)
+REGEX_TIMEOUTS = Counter("tgsentinel_regex_timeouts_total", "Regex terms stopped at their timeout")
+REGEX_DISABLED = Counter(
+    "tgsentinel_regex_disabled_total", "Regex terms disabled for timing out (each until the rules reload)"
+)
 ALERTS_SUPPRESSED = Counter(
     "tgsentinel_alerts_suppressed_total",
     "Matches that did not page anyone, by the filter that held them back",

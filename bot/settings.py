@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     max_alert_age: Seconds = 86400.0
     ops_destination: str = "console"
 
+    # Matching: what regex terms may cost before the rest are skipped (counted), and how many
+    # timeouts in a row disable a term until the rules are reloaded.
+    match_post_budget: Annotated[Seconds, Field(le=60)] = 0.25
+    match_batch_budget: Annotated[Seconds, Field(le=600)] = 2.0
+    regex_disable_after: int = Field(3, ge=1, le=1000)
+
     retention: str | None = None  # e.g. "90d": prune old messages and sent deliveries
 
     def secrets(self) -> list[str]:
@@ -158,6 +164,8 @@ def _reason(err: Any, field: str) -> str:
     if err["type"] in ("greater_than_equal", "less_than_equal", "greater_than"):
         if "ge" in bounds and "le" in bounds:
             return f"must be {bounds['ge']}-{bounds['le']}{shown}"
+        if "gt" in bounds and "le" in bounds:
+            return f"must be greater than {bounds['gt']} and at most {bounds['le']}{shown}"
         if "gt" in bounds:
             return f"must be greater than {bounds['gt']}{shown}"
         return f"must be at least {bounds.get('ge')}{shown}"

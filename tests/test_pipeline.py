@@ -37,11 +37,14 @@ class ReloadsWhileMatching:
     def __init__(self, engine, reload) -> None:  # type: ignore[no-untyped-def]
         self.engine, self.reload, self.calls = engine, reload, 0
 
-    def match(self, post):  # type: ignore[no-untyped-def]
+    def match(self, post, budget=None):  # type: ignore[no-untyped-def]
         self.calls += 1
         if self.calls == 1:
             self.reload()
-        return self.engine.match(post)
+        return self.engine.match(post, budget)
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.engine, name)
 
 
 async def test_a_reload_during_a_batch_does_not_reach_that_batch(make_pipeline, store, rules_dir):
@@ -139,7 +142,8 @@ STEPS = [
         ),
     ),
     ("text", Incoming(channel=ChannelRef(tg_id=1), message_id=1, text="second", media=["photo"])),
-    ("media", Incoming(channel=ChannelRef(tg_id=1), message_id=1, text="second", media=["video"])),
+    # Routes name media differently (t.me: too big, withheld); media alone is no edit.
+    ("media alone", Incoming(channel=ChannelRef(tg_id=1), message_id=1, text="second", media=["video"])),
     ("a NUL the store replaces", Incoming(channel=ChannelRef(tg_id=1), message_id=1, text="a\x00b")),
     ("the same NUL again", Incoming(channel=ChannelRef(tg_id=1), message_id=1, text="a\x00b")),
 ]
@@ -159,7 +163,7 @@ async def test_the_fake_sink_and_the_real_ingest_agree_on_what_an_edit_is(sink_k
         "unchanged",
         "unchanged",
         "edit",
-        "edit",
+        "unchanged",
         "edit",
         "unchanged",
     ]

@@ -3,6 +3,10 @@
 Rule sets of single-term rules, half of them Cyrillic; about 2 % of the terms occur in the posts.
 The naive baseline is what one-regex-per-line tools do: every rule's pattern searched in every post.
 It is slow at 10,000 rules, so it runs over a prefix of the posts; both must agree on that prefix.
+
+`--catastrophic N` measures instead what N regex rules that backtrack catastrophically cost one
+batch of N posts that set them off, with one ordinary post last: without a budget (each term its own
+timeout, as `rules test` runs) and with the monitor's budget, which bounds the delay of that post's alert.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from bot.rules.engine import Engine, MatchInput
+from bot.rules.engine import DISABLED, Budget, Engine, Limits, MatchInput
 from bot.rules.rule import Rule
 
 _LATIN = "abcdefghijklmnopqrstuvwxyz"
@@ -118,6 +122,29 @@ def run(sizes: tuple[int, ...] = (100, 1000, 10000), n_posts: int = 2000, repeat
                 "matches_per_post": round(sum(map(len, results)) / n_posts, 2),
             }
         )
+    return figures
+
+
+def catastrophic(n: int = 20, limits: Limits = Limits()) -> dict:
+    """One batch of `n` posts through `n` catastrophic regex rules and one word rule, unbounded and
+    budgeted: the seconds each took, and whether the ordinary post's match survived."""
+    rules = [Rule(id=f"slow{i}", match={"any": [{"regex": f"(a|aa)+$(?#{i})"}]}) for i in range(n)]
+    rules.append(Rule(id="moldova", match={"any": ["Moldova"]}))
+    posts = [MatchInput(text="a" * 28 + f"! post {i}") for i in range(n)]
+    posts.append(MatchInput(text="Moldova: the ordinary post, last in the batch"))
+    figures: dict = {"scenario": "catastrophic", "regex_rules": n, "posts": len(posts)}
+    for label, budget in (("unbounded", None), ("budgeted", Budget(limits))):
+        engine = Engine(rules)  # fresh: nothing disabled yet
+        started = time.perf_counter()
+        found = [[m.rule_id for m in engine.match(p, budget)] for p in posts]
+        figures[f"{label}_s"] = round(time.perf_counter() - started, 3)
+        if found[-1] != ["moldova"]:
+            raise RuntimeError(f"bench match: the ordinary post's match was lost ({label}): {found[-1]}")
+        if budget is not None:
+            figures["batch_budget_s"] = limits.batch
+            figures["regex_runs_skipped"] = sum(budget.skipped.values())
+            figures["skipped_disabled"] = budget.skipped[DISABLED]
+            figures["terms_disabled"] = len(engine.take_disabled())
     return figures
 
 

@@ -110,6 +110,7 @@ class Config:
     files: tuple[Path, ...] = ()
     # channel key -> "FILE:LINE" where it is listed, so a problem found at run time points at its line
     listed_at: dict[str, str] = dataclasses.field(default_factory=dict)
+    rules_at: dict[str, str] = dataclasses.field(default_factory=dict)  # rule id -> "FILE:LINE"
     # "FILE:LINE: warning: ..." for what looks wrong but may be meant (a proxy in front of Slack)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -431,7 +432,7 @@ def _read_nodes(path: Path, env: Mapping[str, str], problems: list[str]) -> dict
             name = item.get(_ID_KEYS.get(key)) if isinstance(item, dict) else None
             if isinstance(name, str | int):
                 out["ids"].append(_Placed((key, str(name), model), where, _line(item_node)))
-            if key == "destinations" and model is not None:
+            if key in ("destinations", "rules") and model is not None:
                 for at, message in model.warnings():
                     line = _line(_node_at(item_node, at, key_node=False))
                     out["warnings"].append(_Placed(f"warning: {at[-1]}: {message}", where, line))
@@ -539,6 +540,7 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
         ops=ops,
         files=tuple(files),
         listed_at={key: f"{p.where}:{p.line}" for key, p in channels.items()},
+        rules_at={rule_id: f"{p.where}:{p.line}" for rule_id, p in rules.items()},
         warnings=sorted(warnings, key=lambda p: _position(p, files)),
     )
 

@@ -26,6 +26,7 @@ import regex
 
 from bot.errors import InputError
 from bot.parse.fingerprint import compare_key, digest, line_words
+from bot.parse.media import DUMP_PLACEHOLDERS
 from bot.parse.model import DumpPost
 from bot.parse.normalise import content_of
 
@@ -34,12 +35,7 @@ _HEADER_PREFIX = "Forwarded from "
 _HEADER = regex.compile(r"Forwarded\s+from\s+(.*\S)")
 
 # Placeholder lines, as compared (casefolded): the flag each sets, or None for a line only dropped.
-PLACEHOLDERS: dict[str, str | None] = {
-    "please open telegram to view this post": "unsupported",
-    "this media is not supported in your browser": "unsupported",
-    "media is too big": "too_big",
-    "view in telegram": None,
-}
+PLACEHOLDERS = DUMP_PLACEHOLDERS
 _LONGEST_PLACEHOLDER = max(map(len, PLACEHOLDERS))
 # A video or voice player's duration: 0:18, 12:05, 1:02:33.
 _DURATION = regex.compile(r"\d{1,2}(?::\d{2}){1,2}")

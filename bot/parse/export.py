@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 import ijson
 
 from bot.errors import InputError
+from bot.parse import media
 from bot.parse.model import Entity
 
 # Desktop's part types -> the Bot API entity names the normaliser reads; "plain" carries no entity.
@@ -45,14 +46,6 @@ _ENTITY_TYPES = {
     "phone": "phone_number",
     "bank_card": "bank_card",
     "custom_emoji": "custom_emoji",
-}
-_MEDIA_TYPES = {
-    "video_file": "video",
-    "animation": "gif",
-    "video_message": "round_video",
-    "voice_message": "voice",
-    "audio_file": "audio",
-    "sticker": "sticker",
 }
 # Chats whose id is a channel id (Telethon's PeerChannel, t.me/s's data-view): broadcast channels and
 # supergroups. Personal chats, bots and basic groups number their ids in other spaces.
@@ -139,26 +132,24 @@ def _text_and_entities(msg: dict[str, Any]) -> tuple[str, list[Entity]]:
 def _poll_text(poll: Any) -> str:
     if not isinstance(poll, dict):
         return ""
-    lines = [_parts_text(poll.get("question")).strip()]
-    for answer in poll.get("answers") or ():
-        if isinstance(answer, dict):
-            lines.append(_parts_text(answer.get("text")).strip())
-    return "\n".join(line for line in lines if line)
+    answers = poll.get("answers") or ()
+    options = (_parts_text(a.get("text")) for a in answers if isinstance(a, dict))
+    return media.poll_text(_parts_text(poll.get("question")), options)
 
 
 def _media(msg: dict[str, Any]) -> list[str]:
-    media = []
+    flags = []
     if "photo" in msg:
-        media.append("photo")
+        flags.append(media.PHOTO)
     if "file" in msg or "media_type" in msg:
-        media.append(_MEDIA_TYPES.get(str(msg.get("media_type")), "document"))
+        flags.append(media.EXPORT_MEDIA_TYPES.get(str(msg.get("media_type")), media.DOCUMENT))
     if "poll" in msg:
-        media.append("poll")
+        flags.append(media.POLL)
     if "location_information" in msg:
-        media.append("location")
+        flags.append(media.LOCATION)
     if "contact_information" in msg:
-        media.append("contact")
-    return media
+        flags.append(media.CONTACT)
+    return flags
 
 
 def _when(msg: dict[str, Any], key: str) -> datetime | None:
@@ -195,9 +186,7 @@ def message_of(chat: ExportChat, msg: dict[str, Any]) -> ExportMessage | None:
     if msg_id is None:
         return None
     text, entities = _text_and_entities(msg)
-    poll = _poll_text(msg.get("poll"))
-    if poll:
-        text = f"{text.rstrip()}\n\n{poll}" if text.strip() else poll
+    text = media.with_poll(text, _poll_text(msg.get("poll")))
     fwd = msg.get("forwarded_from")
     author = msg.get("author")
     return ExportMessage(

@@ -11,11 +11,11 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from bot import metrics
 from bot.config.ruleset import RuleSet
 from bot.parse.model import Content
+from bot.rules.engine import Ahead
 from bot.rules.model import RuleMatch
-from bot.sources.model import Incoming
+from bot.sources.model import Incoming, Rejected
 from bot.store.models import Channel, Match
 
 
@@ -51,6 +51,7 @@ class Batch:
     items: Sequence[Incoming]
     rules: RuleSet | None  # one snapshot for the whole batch; None: store only, match nothing
     stamp: datetime  # the batch's "now", the same in every row it writes
+    ahead: Ahead | None = None  # the matches worked out before the transaction, off the store's thread
     prepared: list[tuple[Incoming, Content]] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)
     matched: list[Candidate] = field(default_factory=list)  # every match recorded
@@ -58,6 +59,11 @@ class Batch:
     deliveries: list[int] = field(default_factory=list)  # pending ids: the worker is woken for them
     counts: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
+    # Counted here and published by the ingest path once the batch is committed: a batch that fails
+    # and is stored again post by post must not count its posts twice.
+    ingested: Counter[str] = field(default_factory=Counter)  # channel key -> new posts stored
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> inputs passed over
+    rejected: list[Rejected] = field(default_factory=list)  # posts that could not be stored
 
     def keep(self, reason: str, wanted: Callable[[Candidate], bool]) -> None:
         """Drop the candidates `wanted` refuses, counted under `reason`."""
@@ -68,7 +74,19 @@ class Batch:
     def suppress(self, reason: str, n: int = 1) -> None:
         if n:
             self.suppressed[reason] += n
-            metrics.ALERTS_SUPPRESSED.labels(reason).inc(n)
+
+    def absorb(self, other: Batch) -> None:
+        """Take in what a smaller batch of the same posts found (the ingest path's post-by-post retry)."""
+        self.prepared.extend(other.prepared)
+        self.posts.extend(other.posts)
+        self.matched.extend(other.matched)
+        self.candidates.extend(other.candidates)
+        self.deliveries.extend(other.deliveries)
+        self.counts.update(other.counts)
+        self.suppressed.update(other.suppressed)
+        self.ingested.update(other.ingested)
+        self.dropped.update(other.dropped)
+        self.rejected.extend(other.rejected)
 
 
 class Stage(Protocol):

@@ -2,22 +2,37 @@
 transaction per batch, then the delivery worker woken for what it queued.
 
 It is idempotent by channel and message id: feeding the same post twice changes nothing.
+
+A batch fails per post, not whole: when its transaction fails for anything but a store outage, the
+batch is run again one post per transaction, and a post that fails alone is rejected (logged,
+counted in tgsentinel_posts_rejected_total, kept in `rejected_posts`) while the others are stored and
+alerted. An outage (server gone, disk full, database locked) is no post's fault: it is raised, and the
+source tries the same posts again later.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bot import metrics
 from bot.config.ruleset import RuleSet
+from bot.errors import first_line
 from bot.pipeline import compose
 from bot.pipeline.batch import Batch
-from bot.sources.model import ChannelRef, Incoming, IngestResult
+from bot.pipeline.match import Matcher
+from bot.rules.engine import Ahead
+from bot.sources.model import MAX_MESSAGE_ID, ChannelRef, Incoming, IngestResult, Rejected
 from bot.store import channels as channel_rows
+from bot.store import rejected as rejected_rows
 from bot.store.channels import now
-from bot.store.db import run_sync
+from bot.store.db import is_outage, run_sync
+
+log = logging.getLogger(__name__)
 
 
 class Ingest:
@@ -28,24 +43,88 @@ class Ingest:
         rules: Callable[[], RuleSet | None] = lambda: None,
         windows: compose.Windows = compose.Windows(),
         on_commit: Callable[[list[int]], None] | None = None,
+        matcher: Matcher | None = None,
     ) -> None:
         self.engine = engine
         self.rules = rules  # a callable: a hot reload swaps the rule set between batches
         self.stages = compose.stages(windows)
         self.on_commit = on_commit  # wakes the delivery worker as soon as the rows are visible
+        self.matcher = matcher or Matcher()
 
     async def ingest(self, items: Sequence[Incoming]) -> IngestResult:
         if not items:
             return IngestResult()
         # The snapshot is taken here, once: every stage of this batch judges by the same rules.
-        batch = await run_sync(self.engine, self.ingest_sync, items, self.rules())
+        rules = self.rules()
+        # Matched first, in the match thread: a slow rule must not hold up the store's one thread.
+        ahead = await self.matcher.ahead(items, rules)
+        batch = await run_sync(self.engine, self.ingest_sync, items, rules, ahead)
         if batch.deliveries and self.on_commit is not None:
             self.on_commit(batch.deliveries)
         return result_of(batch)
 
-    def ingest_sync(self, items: Sequence[Incoming], rules: RuleSet | None = None) -> Batch:
+    def ingest_sync(
+        self, items: Sequence[Incoming], rules: RuleSet | None = None, ahead: Ahead | None = None
+    ) -> Batch:
+        stamp = now()
+        try:
+            batch = self._run(items, rules, stamp, ahead)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            batch = self._one_by_one(items, rules, stamp, exc, ahead)
+        _published(batch)
+        return batch
+
+    def _run(
+        self, items: Sequence[Incoming], rules: RuleSet | None, stamp: datetime, ahead: Ahead | None = None
+    ) -> Batch:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            return compose.run(session, Batch(items, rules, now()), self.stages)
+            return compose.run(session, Batch(items, rules, stamp, ahead=ahead), self.stages)
+
+    def _one_by_one(
+        self,
+        items: Sequence[Incoming],
+        rules: RuleSet | None,
+        stamp: datetime,
+        exc: Exception,
+        ahead: Ahead | None = None,
+    ) -> Batch:
+        """After the batch failed with `exc`: a transaction per post, rejecting a post that fails alone.
+
+        A batch of one is tried once more too: what failed it may have been another writer's row
+        committed in between (a unique key both inserted), which a second try finds and updates."""
+        log.info(
+            "ingest: a batch of %d post(s) failed (%s); storing them one by one", len(items), first_line(exc)
+        )
+        batch = Batch(items, rules, stamp)
+        for item in items:
+            try:
+                batch.absorb(self._run([item], rules, stamp, ahead))
+            except Exception as failed:
+                if is_outage(failed):
+                    raise  # the posts stored so far stay stored: ingest is idempotent
+                batch.rejected.append(_rejection(item, failed))
+        batch.counts["read"] += len(batch.rejected)
+        self._reject_sync(batch.rejected)
+        return batch
+
+    async def reject(self, rejected: Sequence[Rejected]) -> int:
+        if not rejected:
+            return 0
+        return await run_sync(self.engine, self._reject_sync, list(rejected))
+
+    def _reject_sync(self, rejected: Sequence[Rejected]) -> int:
+        if not rejected:
+            return 0
+        stamp = now()
+        with Session(self.engine) as session, session.begin():
+            new = [r for r in rejected if rejected_rows.record(session, r, stamp)]
+        # Told once each, when first recorded: a page that keeps showing a bad post is one rejection.
+        for r in new:
+            metrics.POSTS_REJECTED.labels(r.reason).inc()
+            log.warning("%s: post %s skipped (%s): %s", r.channel.key, r.ref[:64], r.reason, r.detail)
+        return len(new)
 
     async def delete(self, channel: ChannelRef, message_ids: Sequence[int]) -> int:
         return await self._store(channel_rows.mark_deleted, channel, list(message_ids))
@@ -65,6 +144,27 @@ class Ingest:
                 return fn(session, *args)
 
         return await run_sync(self.engine, work)
+
+
+def _rejection(item: Incoming, exc: BaseException) -> Rejected:
+    in_range = 0 < item.message_id <= MAX_MESSAGE_ID
+    return Rejected(
+        channel=item.channel,
+        ref=str(item.message_id),
+        reason="store_failed",
+        detail=f"{type(exc).__name__}: {first_line(exc)}",
+        message_id=item.message_id if in_range else None,  # past it, unless the id itself is the fault
+    )
+
+
+def _published(batch: Batch) -> None:
+    """The batch's counts, as metrics: only for what was committed."""
+    for channel, n in batch.ingested.items():
+        metrics.POSTS_INGESTED.labels(channel).inc(n)
+    for reason, n in batch.suppressed.items():
+        metrics.ALERTS_SUPPRESSED.labels(reason).inc(n)
+    for reason, n in batch.dropped.items():
+        metrics.POSTS_DROPPED.labels(reason).inc(n)
 
 
 def result_of(batch: Batch) -> IngestResult:

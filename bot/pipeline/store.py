@@ -3,6 +3,10 @@
 A new post is inserted; a post whose revision (text, media) changed is an edit: the row is updated
 and its earlier version kept in `message_edits`; anything else changes nothing but the view count.
 The channel's cursor (its highest message id) moves with what is stored.
+
+A batch is one executemany. Should it fail on one post (an id the column cannot hold, a value the
+driver refuses), the ingest path stores the batch again post by post and rejects the one that fails:
+the cost of isolating a bad post is paid only when there is one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, insert, select
 from sqlalchemy.orm import Session
 
-from bot import metrics
 from bot.parse.model import Content
 from bot.pipeline.batch import Batch, Post
 from bot.sources.model import Incoming, Revision, storable
@@ -41,7 +44,8 @@ class StorePosts:
             channel = rows[item.channel]
             key = (channel.id, item.message_id)
             if key in inserts:
-                continue  # the same post twice in one batch: the first copy wins
+                batch.dropped["duplicate"] += 1  # the same post twice in one batch: the first copy wins
+                continue
             row = existing.get(key)
             if row is None:
                 inserts[key] = _columns(channel.id, item, content, batch.stamp)
@@ -52,7 +56,7 @@ class StorePosts:
                 post = Post(item, content, channel, 0, is_edit=False)
                 new.append(post)
                 batch.posts.append(post)
-                metrics.POSTS_INGESTED.labels(item.channel.key).inc()
+                batch.ingested[item.channel.key] += 1
             elif Revision.of(row.raw_text, row.media).edited(Revision.of(item.text, content.media)):
                 session.add(
                     MessageEdit(
@@ -71,6 +75,12 @@ class StorePosts:
             else:
                 if item.views is not None and row.views != item.views:
                     row.views = item.views
+                # What one route knows and another does not (the edit marker, the signature) is
+                # kept once known, and never costs an edit.
+                if row.edit_date is None and (item.edit_date or item.edited):
+                    row.edit_date = item.edit_date or batch.stamp
+                if row.signature is None and item.signature:
+                    row.signature = storable(item.signature)
                 counts["unchanged"] += 1
             if channel.last_seen_id is None or item.message_id > channel.last_seen_id:
                 channel.last_seen_id = item.message_id
@@ -128,7 +138,8 @@ def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime)
         "channel_id": channel_id,
         "msg_id": item.message_id,
         "date": item.date,
-        "edit_date": item.edit_date,
+        # A page that only says "edited" gives no time: when it was seen so is the time known.
+        "edit_date": item.edit_date or (stamp if item.edited else None),
         "raw_text": item.text,
         "entities": [{k: v for k, v in asdict(e).items() if v is not None} for e in item.entities],
         "text": content.text,
@@ -144,6 +155,7 @@ def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime)
         "grouped_id": item.grouped_id,
         "views": item.views,
         "link_preview": item.link_preview,
+        "signature": item.signature,
         "deleted": False,
         "created_at": stamp,
         "updated_at": stamp,

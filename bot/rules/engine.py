@@ -15,11 +15,19 @@ byte offset is a character offset, and Cyrillic takes half the bytes of UTF-8 th
 automaton; other word terms keep an automaton over the str. Prefixes, phrases and terms with other
 characters need every occurrence, so they share one more, overlapping automaton, usually over a
 handful of patterns.
+
+Regex terms are the one kind whose cost a post can blow up (a pattern that backtracks
+catastrophically). Each gets REGEX_TIMEOUT per post; a `Budget` caps what all of them may cost per
+post and per batch, so one bad rule delays the others' alerts by a bounded time; past it the terms
+are skipped and counted. A term that times out `disable_after` times in a row is disabled for the
+life of the engine, that is, until the rules are reloaded.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import ahocorasick_rs
 import regex
 
+from bot import metrics
 from bot.channel import scope_key
 from bot.rules.model import Hit, RuleMatch
 from bot.rules.rule import RegexTerm
@@ -113,6 +122,80 @@ class MatchInput:
     is_edit: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What regex terms may cost, in seconds: each term per post, all of them per post and per batch;
+    and how many full-length timeouts in a row disable a term until the rules are reloaded."""
+
+    term: float = REGEX_TIMEOUT
+    post: float = 0.25
+    batch: float = 2.0
+    disable_after: int = 3
+
+
+# Why a regex term was not run (the `reason` of tgsentinel_regex_skipped_total).
+POST_BUDGET, BATCH_BUDGET, DISABLED = "post_budget", "batch_budget", "disabled"
+
+
+class Budget:
+    """The regex time one batch has left, and the post in hand within it (wall-clock seconds).
+
+    `regex`'s own timeout counts the process's CPU time, which on a busy machine runs slower than the
+    clock a delayed alert is measured by: the budget counts the clock, and gives each term what is
+    left of it, at most its own timeout."""
+
+    __slots__ = ("batch_left", "limits", "post_left", "skipped", "spent")
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self.batch_left = limits.batch
+        self.post_left = limits.post
+        self.spent = 0.0
+        self.skipped: Counter[str] = Counter()
+
+    def next_post(self) -> None:
+        self.post_left = self.limits.post
+
+    def allowance(self) -> tuple[float, str]:
+        """The timeout the next regex term gets, and what limits it if that is nothing."""
+        if self.batch_left <= self.post_left:
+            return min(self.limits.term, self.batch_left), BATCH_BUDGET
+        return min(self.limits.term, self.post_left), POST_BUDGET
+
+    def spend(self, seconds: float) -> None:
+        self.post_left -= seconds
+        self.batch_left -= seconds
+        self.spent += seconds
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+        metrics.REGEX_SKIPPED.labels(reason).inc()
+
+
+@dataclass(frozen=True, slots=True)
+class Disabled:
+    """A regex term the engine stopped running, and the rules it belongs to."""
+
+    term: str
+    rule_ids: tuple[str, ...]
+    timeouts: int
+
+
+@dataclass(slots=True)
+class Ahead:
+    """A batch's matches worked out before its transaction (in the match thread), by `Engine.key`,
+    and the batch's regex budget, which whatever is matched later in the batch goes on spending."""
+
+    engine: Engine
+    budget: Budget
+    found: dict[MatchInput, list[RuleMatch]] = field(default_factory=dict)
+
+    def get(self, engine: Engine, post: MatchInput) -> list[RuleMatch] | None:
+        if engine is not self.engine:
+            return None  # another rule set's: never mix two in one batch
+        return self.found.get(engine.key(post))
+
+
 @dataclass(slots=True)
 class _Rule:
     index: int
@@ -148,6 +231,10 @@ class Engine:
         self._regex_ids: dict[tuple[str, str], int] = {}
         self._rules: list[_Rule] = []
         self._timed_out: set[int] = set()
+        self._streak: dict[int, int] = {}  # regex id -> full-length timeouts in a row
+        self._disabled: set[int] = set()
+        self._newly_disabled: list[int] = []  # not yet taken by `take_disabled`
+        self._regex_rules: dict[int, list[str]] = {}
         lit_rules: dict[int, list[int]] = {}
         always: list[int] = []
         for rule in rules:
@@ -173,6 +260,8 @@ class Engine:
                 and rule.edits == "rematch",
             )
             self._rules.append(compiled)
+            for ident in _regex_ids(tree):
+                self._regex_rules.setdefault(ident, []).append(rule.id)
             if _needs_literal(tree):
                 for kind, ident in positive:
                     if kind == _LIT:
@@ -183,6 +272,10 @@ class Engine:
             if r.single is not None:
                 r.terms = (self._literals[r.single].source,)
         self._always = tuple(always)
+        # What a post's matches can depend on besides its text, so that `key` leaves out the rest.
+        self._by_scope = any(r.channels or r.exclude for r in self._rules)
+        self._by_forward = any(r.rule.forwards != "include" for r in self._rules)
+        self._by_edit = any(r.rule.edits == "ignore" for r in self._rules)
         self._lit_rules = {k: tuple(dict.fromkeys(v)) for k, v in lit_rules.items()}
 
         # One automaton key may serve several terms ("global" and "global majority", "BRICS" and "brics").
@@ -220,6 +313,69 @@ class Engine:
     @property
     def rule_count(self) -> int:
         return len(self._rules)
+
+    def key(self, post: MatchInput) -> MatchInput:
+        """`post` without what no rule of this set looks at: two posts with one key match alike."""
+        return MatchInput(
+            text=post.text,
+            hashtags=tuple(post.hashtags),
+            channel_names=post.channel_names if self._by_scope else frozenset(),
+            is_forward=post.is_forward and self._by_forward,
+            is_edit=post.is_edit and self._by_edit,
+        )
+
+    def take_disabled(self) -> list[Disabled]:
+        """The regex terms disabled since the last call, each reported once."""
+        out = []
+        while self._newly_disabled:
+            ident = self._newly_disabled.pop(0)
+            rule_ids = tuple(dict.fromkeys(self._regex_rules.get(ident, ())))
+            out.append(Disabled(self._regexes[ident][0], rule_ids, self._streak.get(ident, 0)))
+        return out
+
+    def _search(self, ident: int, nfc: Normalised, budget: Budget | None) -> list[tuple[int, int]]:
+        """A regex term's spans in the post's (NFC) text, within the budget; [] when skipped or slow."""
+        label, pattern = self._regexes[ident]
+        if budget is None:
+            timeout = REGEX_TIMEOUT
+        else:
+            if ident in self._disabled:
+                budget.skip(DISABLED)
+                return []
+            timeout, limit = budget.allowance()
+            if timeout <= 0:
+                budget.skip(limit)
+                return []
+        started = time.perf_counter()
+        try:
+            # concurrent: `regex` lets go of the GIL while it matches, so a slow pattern in the
+            # match thread does not also stall the event loop and the store's thread.
+            found = [
+                nfc.span(*m.span())
+                for m in pattern.finditer(nfc.text, timeout=timeout, concurrent=True)
+                if m.end() > m.start()
+            ]
+        except TimeoutError:
+            found = []
+            if ident not in self._timed_out:
+                self._timed_out.add(ident)
+                log.warning("regex term %s timed out after %ss; counted as no hit", label, timeout)
+            metrics.REGEX_TIMEOUTS.inc()
+            # Only a timeout at the term's full allowance is held against it: one cut short by a
+            # spent budget says nothing about the term.
+            if budget is not None and timeout >= budget.limits.term:
+                self._strike(ident, budget.limits.disable_after)
+        else:
+            self._streak.pop(ident, None)  # in a row: a post it finished on starts the count again
+        if budget is not None:
+            budget.spend(time.perf_counter() - started)
+        return found
+
+    def _strike(self, ident: int, limit: int) -> None:
+        streak = self._streak[ident] = self._streak.get(ident, 0) + 1
+        if streak >= limit and ident not in self._disabled:
+            self._disabled.add(ident)
+            self._newly_disabled.append(ident)
 
     # --- compile ------------------------------------------------------------------------------
 
@@ -282,7 +438,11 @@ class Engine:
                         spans.append((start, stop))
         return hits
 
-    def match(self, post: MatchInput) -> list[RuleMatch]:
+    def match(self, post: MatchInput, budget: Budget | None = None) -> list[RuleMatch]:
+        """The rules `post` matches. With a `budget` (the monitor's), regex terms spend it, and one
+        that keeps timing out is disabled; without (`rules test`), each term gets REGEX_TIMEOUT."""
+        if budget is not None:
+            budget.next_post()
         norm = normalise_mapped(post.text)
         hits = self._scan(norm.text, norm.narrow)
         if self._hashtags and post.hashtags:
@@ -301,7 +461,7 @@ class Engine:
         if len(candidates) > 1:
             candidates = sorted(set(candidates))
         names = None
-        state = _PostState(self, post.text, hits, norm)
+        state = _PostState(self, post.text, hits, norm, budget)
         hit_objects = state.hit_objects
         identity = norm.origin is None
         rules = self._rules
@@ -343,12 +503,18 @@ class Engine:
 class _PostState:
     """Per-post lazy regex evaluation, so a regex runs at most once per post and only when needed."""
 
-    __slots__ = ("engine", "hit_objects", "hits", "nfc", "norm", "raw", "regex_hits")
+    __slots__ = ("budget", "engine", "hit_objects", "hits", "nfc", "norm", "raw", "regex_hits")
 
     def __init__(
-        self, engine: Engine, raw: str, hits: dict[int, list[tuple[int, int]]], norm: Normalised
+        self,
+        engine: Engine,
+        raw: str,
+        hits: dict[int, list[tuple[int, int]]],
+        norm: Normalised,
+        budget: Budget | None = None,
     ) -> None:
         self.engine = engine
+        self.budget = budget
         self.raw = raw
         self.hits = hits
         self.norm = norm
@@ -377,19 +543,7 @@ class _PostState:
             return found
         if self.nfc is None:
             self.nfc = normalise_mapped(self.raw, fold=False)
-        label, pattern = self.engine._regexes[ident]
-        try:
-            found = [
-                self.nfc.span(*m.span())
-                for m in pattern.finditer(self.nfc.text, timeout=REGEX_TIMEOUT)
-                if m.end() > m.start()
-            ]
-        except TimeoutError:
-            found = []
-            if ident not in self.engine._timed_out:
-                self.engine._timed_out.add(ident)
-                log.warning("regex term %s timed out after %ss; counted as no hit", label, REGEX_TIMEOUT)
-        self.regex_hits[ident] = found
+        found = self.regex_hits[ident] = self.engine._search(ident, self.nfc, self.budget)
         return found
 
     def eval(self, node: tuple) -> bool:
@@ -499,6 +653,15 @@ def _hashtag_spans(text: str, key: str) -> list[tuple[int, int]]:
             spans.append((start, end))
         start = text.find(needle, start + 1)
     return spans
+
+
+def _regex_ids(node: tuple) -> list[int]:
+    """Every regex term of a tree, `none` ones too: a disabled one changes what the rule means."""
+    if node[0] == _RE:
+        return [node[1]]
+    if node[0] == _LIT:
+        return []
+    return [ident for _, items in node[1] for item in items for ident in _regex_ids(item)]
 
 
 def _leaves(node: tuple, positive: bool, out: list[tuple]) -> None:

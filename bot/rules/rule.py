@@ -19,7 +19,7 @@ from pydantic import (
 
 from bot.channel import scope_key
 from bot.duration import Duration
-from bot.rules.terms import REGEX_FLAGS, compile_regex, term_problem
+from bot.rules.terms import REGEX_FLAGS, backtracking_risk, compile_regex, term_problem
 
 
 class Severity(StrEnum):
@@ -103,6 +103,24 @@ class Group(BaseModel):
     def parts(self) -> list[tuple[str, list[Any]]]:
         return [(k, v) for k, v in (("all", self.all_), ("any", self.any_), ("none", self.none_)) if v]
 
+    def warnings(self, at: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+        """(where, message) for each regex term that may backtrack catastrophically."""
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        for key, items in self.parts():
+            for i, item in enumerate(items):
+                if isinstance(item, Group):
+                    out += item.warnings((*at, key, i))
+                elif isinstance(item, RegexTerm) and backtracking_risk(item.regex, item.flags):
+                    out.append(
+                        (
+                            (*at, key, i, "regex"),
+                            f"nested repeat in {item.regex}, like (a+)+ or (a|aa)+: a post that nearly "
+                            "matches can take exponential time (the monitor stops the term and, if it "
+                            "keeps timing out, disables it)",
+                        )
+                    )
+        return out
+
 
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -124,3 +142,7 @@ class Rule(BaseModel):
     @classmethod
     def _channel_keys(cls, refs: list[str]) -> list[str]:
         return [scope_key(r) for r in refs]
+
+    def warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """(where, message) for what looks wrong but may be meant; `rules check` prints them."""
+        return self.match.warnings(("match",))

@@ -7,9 +7,13 @@ normalised positions back to original ones.
 
 from __future__ import annotations
 
+import re
+import re._constants as _sre
+import re._parser as _sre_parse
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import regex
 
@@ -210,3 +214,170 @@ def compile_regex(pattern: str, flags: str = "") -> regex.Pattern[str]:
 
 def hashtag_key(tag: str) -> str:
     return normalise(tag.lstrip("#"))
+
+
+# --- regex terms that may backtrack catastrophically -----------------------------------------------
+
+# Python's own parser reads the syntax `regex` shares with `re`; a pattern only `regex` reads
+# (\p{...}, fuzzy matching) gets no opinion rather than a wrong one.
+_RE_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_REPEATS = {_sre.MAX_REPEAT, _sre.MIN_REPEAT}  # possessive repeats and atomic groups never backtrack
+_NULLABLE_OPS = {_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT, _sre.GROUPREF, _sre.GROUPREF_EXISTS}
+_CATEGORIES = {
+    _sre.CATEGORY_DIGIT: str.isdigit,
+    _sre.CATEGORY_SPACE: str.isspace,
+    _sre.CATEGORY_WORD: lambda ch: ch.isalnum() or ch == "_",
+}
+_ANY = "any"  # in a first set: could be any character
+
+
+def backtracking_risk(pattern: str, flags: str = "") -> bool:
+    """Whether a regex term has a repeated part whose end can also start its next repetition, such as
+    `(a+)+`, `(\\w*)*`, `(\\w+\\s?)+` or `(a|aa)+`: a post that almost matches then costs time
+    exponential in its length. A heuristic, for a warning: `(\\d+,)+` is fine and is not flagged."""
+    value = 0
+    for f in flags:
+        value |= _RE_FLAGS[f]
+    try:
+        tree = _sre_parse.parse(pattern, value)
+    except (re.error, OverflowError, RecursionError):
+        return False
+    return _risky(list(tree))
+
+
+def _risky(seq: list) -> bool:
+    for op, av in seq:
+        if op in _REPEATS:
+            body = list(av[2])
+            if av[1] == _sre.MAXREPEAT and _tail_restarts(body, _first(body)):
+                return True
+            if _risky(body):
+                return True
+        else:
+            if any(_risky(list(sub)) for sub in _children(op, av)):
+                return True
+    return False
+
+
+def _children(op: Any, av: Any) -> list:
+    if op == _sre.SUBPATTERN:
+        return [av[3]]
+    if op == _sre.BRANCH:
+        return list(av[1])
+    if op in (_sre.ATOMIC_GROUP,):
+        return [av]
+    if op in (_sre.ASSERT, _sre.ASSERT_NOT):
+        return [av[1]]
+    if op in (_sre.POSSESSIVE_REPEAT,):
+        return [av[2]]
+    if op == _sre.GROUPREF_EXISTS:
+        return [b for b in av[1:] if b is not None]
+    return []
+
+
+def _tail_restarts(seq: list, first: set) -> bool:
+    """Whether something that can repeat, or be left out, at the end of `seq` can start with a
+    character in `first`: then one stretch of text splits into repetitions in many ways."""
+    for op, av in reversed(seq):
+        if op in _REPEATS and av[1] > av[0] and _overlap(_first(list(av[2])), first):
+            return True
+        if op in _REPEATS and _tail_restarts(list(av[2]), first):
+            return True
+        if op == _sre.SUBPATTERN and _tail_restarts(list(av[3]), first):
+            return True
+        if op == _sre.BRANCH:
+            alternatives = [list(a) for a in av[1]]
+            if any(alternatives.count(a) > 1 for a in alternatives):
+                return True  # the same thing twice, two ways to match it
+            if any(not a for a in alternatives) and _overlap(_first_of(op, av), first):
+                return True  # optional: (a|aa) is parsed as a(|a)
+            if any(_tail_restarts(a, first) for a in alternatives):
+                return True
+        if not _nullable(op, av):
+            return False
+    return False
+
+
+def _first(seq: list) -> set:
+    out: set = set()
+    for op, av in seq:
+        out |= _first_of(op, av)
+        if not _nullable(op, av):
+            break
+    return out
+
+
+def _first_of(op: Any, av: Any) -> set:
+    if op == _sre.LITERAL:
+        return {chr(av)}
+    if op == _sre.IN:
+        if any(o == _sre.NEGATE for o, _ in av):
+            return {_ANY}
+        out: set = set()
+        for o, a in av:
+            if o == _sre.LITERAL:
+                out.add(chr(a))
+            elif o == _sre.RANGE:
+                out.add((a[0], a[1]))
+            elif o == _sre.CATEGORY:
+                out.add(a)
+            else:
+                out.add(_ANY)
+        return out
+    if op in _REPEATS or op == _sre.POSSESSIVE_REPEAT:
+        return _first(list(av[2]))
+    if op == _sre.SUBPATTERN:
+        return _first(list(av[3]))
+    if op == _sre.ATOMIC_GROUP:
+        return _first(list(av))
+    if op == _sre.BRANCH:
+        return set().union(*(_first(list(a)) for a in av[1]))
+    if op in _NULLABLE_OPS:
+        return set()
+    return {_ANY}  # ANY, NOT_LITERAL and the rest: assume the worst
+
+
+def _nullable(op: Any, av: Any) -> bool:
+    if op in _REPEATS or op == _sre.POSSESSIVE_REPEAT:
+        return av[0] == 0 or all(_nullable(o, a) for o, a in av[2])
+    if op == _sre.SUBPATTERN:
+        return all(_nullable(o, a) for o, a in av[3])
+    if op == _sre.ATOMIC_GROUP:
+        return all(_nullable(o, a) for o, a in av)
+    if op == _sre.BRANCH:
+        return any(all(_nullable(o, a) for o, a in alt) for alt in av[1])
+    return op in _NULLABLE_OPS
+
+
+def _member(ch: str, token: Any) -> bool:
+    if isinstance(token, str):
+        return token == ch
+    if isinstance(token, tuple):
+        return token[0] <= ord(ch) <= token[1]
+    test = _CATEGORIES.get(token)
+    if test is not None:
+        return test(ch)
+    negated = {_sre.CATEGORY_NOT_DIGIT: str.isdigit, _sre.CATEGORY_NOT_SPACE: str.isspace}.get(token)
+    if negated is not None:
+        return not negated(ch)
+    if token == _sre.CATEGORY_NOT_WORD:
+        return not (ch.isalnum() or ch == "_")
+    return True
+
+
+def _sample(token: Any) -> list[str]:
+    """A few characters a first-set token stands for, to test against another token."""
+    if isinstance(token, str):
+        return [token]
+    if isinstance(token, tuple):
+        lo, hi = token
+        return [chr(c) for c in range(lo, min(hi, lo + 255) + 1)]
+    return [chr(c) for c in range(32, 0x500)]
+
+
+def _overlap(a: set, b: set) -> bool:
+    if not a or not b:
+        return False
+    if _ANY in a or _ANY in b:
+        return True
+    return any(any(_member(ch, y) for ch in _sample(x)) for x in a for y in b)

@@ -43,10 +43,12 @@ def storable(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Revision:
-    """What makes one version of a post differ from another: its text and its media.
+    """What makes one version of a post differ from another: its text.
 
     The one definition of an edit, for every source, the store stage and the test helpers: views,
-    link previews and the route a post came by are not edits.
+    link previews, media flags and the route a post came by are not edits. Media stays here for
+    callers that show it, but the routes see media differently (t.me shows a video as too big, a
+    withheld post as unsupported), so a difference in media alone is no edit.
     """
 
     text: str
@@ -58,7 +60,7 @@ class Revision:
         return cls(storable(text), tuple(dict.fromkeys(media)))
 
     def edited(self, later: Revision) -> bool:
-        return self != later
+        return self.text != later.text
 
 
 @dataclass(slots=True)
@@ -72,6 +74,9 @@ class Incoming:
     media: list[str] = field(default_factory=list)
     date: datetime | None = None
     edit_date: datetime | None = None
+    # The page says "edited" without saying when (t.me/s); a source with `edit_date` need not set it.
+    edited: bool = False
+    signature: str | None = None  # the post's author line (a signed channel's admin), never text
     forward: Forward | None = None
     grouped_id: int | None = None
     views: int | None = None
@@ -84,6 +89,24 @@ class Incoming:
     @property
     def revision(self) -> Revision:
         return Revision.of(self.text, self.media)
+
+
+# The highest message id the store can hold (a BIGINT). Telegram's own ids are far below it: one
+# beyond it comes from a broken or hostile page, and is rejected rather than left to fail a batch.
+MAX_MESSAGE_ID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A post that could not be parsed or stored: skipped so its channel moves on, recorded so it is seen."""
+
+    channel: ChannelRef
+    ref: str  # the post id as the source gave it (not necessarily a number)
+    reason: str  # the label of tgsentinel_posts_rejected_total
+    detail: str  # short, and safe to log and store: no secrets, no post text
+    # The id the channel's cursor moves past, so catch-up stops re-reading the post; None for an id
+    # that must never move the cursor (out of range, out of sequence).
+    message_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +134,11 @@ class Sink(Protocol):
 
     async def cursor(self, channel: ChannelRef) -> int | None:
         """The highest message id stored for the channel; None for a channel never seen."""
+        ...
+
+    async def reject(self, rejected: Sequence[Rejected]) -> int:
+        """Record posts that were skipped (logged, counted, kept in `rejected_posts`), moving each one's
+        channel cursor past it where it has a `message_id`. Idempotent; returns how many were new."""
         ...
 
     async def resolved(self, username: str) -> ChannelRef | None:

@@ -30,6 +30,7 @@ from bot import metrics
 from bot.backoff import Backoff
 from bot.health import Health, Ops, tell
 from bot.pacer import Pacer
+from bot.parse import media
 from bot.parse.model import Entity
 from bot.settings import Settings
 from bot.sources.model import ChannelRef, Forward, Incoming, IngestResult, Sink
@@ -111,32 +112,24 @@ def entities_of(message: Message) -> list[Entity]:
 
 
 def media_of(message: Message) -> list[str]:
-    """Media flags in Bot API spirit; a link preview is not media (see `link_preview_of`)."""
+    """Media flags in the shared vocabulary (`bot.parse.media`); a link preview is not media (see
+    `link_preview_of`)."""
+    flag = media.telethon_flag(message.media)
+    return [flag] if flag is not None else []
+
+
+def poll_of(message: Message) -> str:
+    """A poll's question and options as words, the way every route writes them; "" for no poll."""
     m = message.media
-    if m is None or isinstance(m, types.MessageMediaEmpty | types.MessageMediaWebPage):
-        return []
-    checks = (
-        ("photo", message.photo),
-        ("sticker", message.sticker),
-        ("gif", message.gif),
-        ("voice", message.voice),
-        ("video_note", message.video_note),
-        ("video", message.video),
-        ("audio", message.audio),
-        ("document", message.document),
-        ("poll", message.poll),
-        ("geo", message.geo),
-        ("contact", message.contact),
-        ("dice", message.dice),
-        ("game", message.game),
-        ("invoice", message.invoice),
-    )
-    for name, present in checks:
-        if present:
-            return [name]
-    if isinstance(m, types.MessageMediaUnsupported):
-        return ["unsupported"]
-    return ["media"]
+    if not isinstance(m, types.MessageMediaPoll):
+        return ""
+    poll = m.poll
+    return media.poll_text(_plain(poll.question), (_plain(a.text) for a in poll.answers or ()))
+
+
+def _plain(value: Any) -> str:
+    # Layer 178 made poll questions and answers TextWithEntities; older layers had plain strings.
+    return value if isinstance(value, str) else str(getattr(value, "text", "") or "")
 
 
 def link_preview_of(message: Message) -> dict[str, Any] | None:
@@ -178,11 +171,12 @@ def to_incoming(channel: ChannelRef, parts: Sequence[Message], *, alert: bool = 
     return Incoming(
         channel=channel,
         message_id=first.id,
-        text=captioned.raw_text or "",
+        text=media.with_poll(captioned.raw_text or "", next((p for p in map(poll_of, parts) if p), "")),
         entities=entities_of(captioned),
         media=[flag for m in parts for flag in media_of(m)],
         date=first.date,
         edit_date=max(edits) if edits else None,
+        signature=next((m.post_author for m in parts if m.post_author), None),
         forward=next((f for f in map(forward_of, parts) if f is not None), None),
         grouped_id=first.grouped_id,
         views=max(views) if views else None,

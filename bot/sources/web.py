@@ -13,7 +13,17 @@ metrics, ops) and not polled again until a reload of the rules.
 Politeness: one global requests-per-minute cap (`web_rpm`) spaces every request, paging included, so
 many channels stretch their intervals instead of hammering t.me; errors and 429s back off (a 429's
 Retry-After holds every channel, since t.me limits by client, not by page); the User-Agent says who
-we are.
+we are. Channels are polled concurrently, each at most one poll at a time, all through that one
+pacer: the cap is the pacer's, and a channel whose page hangs holds only itself up.
+
+Bad input costs one post, never the channel: a message the page parser cannot read, an id the store
+cannot hold (beyond int64) or one wildly out of sequence (far above the page's other ids and the
+cursor: a hostile page's way to push the cursor past every post to come) is rejected through the
+sink (logged, counted, kept in `rejected_posts`), and the rest of the page is taken. An unreadable
+post with a sound id moves the cursor past it, so catch-up does not stop at it on every poll; an
+out-of-range or out-of-sequence id never moves it. What is passed over as expected (ids at or below
+the cursor that the last poll did not show, duplicate ids, empty pages) is counted in
+tgsentinel_posts_dropped_total and logged at debug level.
 """
 
 from __future__ import annotations
@@ -23,8 +33,9 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -36,7 +47,7 @@ from bot.health import Health, Ops, tell
 from bot.pacer import Pacer
 from bot.redact import endpoint
 from bot.settings import Settings
-from bot.sources.model import Incoming, IngestResult, Revision, Sink
+from bot.sources.model import MAX_MESSAGE_ID, Incoming, IngestResult, Rejected, Revision, Sink
 from bot.sources.webpage import NotAChannelPage, Page, parse_page
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,10 @@ USER_AGENT = f"tgsentinel/{__version__} (public channel monitor; polls t.me/s pr
 SOURCE = "web"
 _BACKOFF_CAP = 900.0  # seconds: the longest an erroring channel waits between tries
 _JITTER = (0.85, 1.15)
+# How far above the middle of a page's ids (and the cursor) a post's id may lie. A page shows the
+# ~20 newest posts, whose ids run nearly consecutively (deleted posts leave gaps); an id further
+# ahead would move the cursor past every post until the channel caught up with it.
+MAX_AHEAD = 10_000
 
 
 class WebError(Exception):
@@ -85,6 +100,7 @@ class _State:
     started: bool = False  # its first page was taken as the starting point (matters while it is empty)
     announced: bool = False  # its first successful poll was logged
     seen: dict[int, Revision] = field(default_factory=dict)  # message id -> revision, last pages read
+    rejected: set[tuple[str, str]] = field(default_factory=set)  # (ref, reason) rejected, last pages read
 
 
 class WebSource:
@@ -111,8 +127,10 @@ class WebSource:
         self._rng = rng or random.Random()
         self._spacing = 60.0 / max(settings.web_rpm, 1)
         self._pacer = Pacer(self._spacing)
+        self._held_until = 0.0  # monotonic: a 429's Retry-After, for requests already given a slot
         self._watches: dict[str, _Watch] = {}
         self._state: dict[str, _State] = {}
+        self._polls: dict[str, asyncio.Task[None]] = {}  # channel key -> its poll in flight
         self._wake = asyncio.Event()
         self.update(channels)
 
@@ -149,6 +167,9 @@ class WebSource:
             watches[key] = watch
         for gone in self._watches.keys() - watches.keys():
             self._state.pop(gone, None)
+            poll = self._polls.pop(gone, None)
+            if poll is not None:
+                poll.cancel()
             if self.health is not None:
                 self.health.forget(gone)
         self._watches = watches
@@ -163,26 +184,48 @@ class WebSource:
     # -- the loop ----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll every watched channel when it is due, until cancelled. Never raises for a failed poll."""
+        """Poll every watched channel when it is due, until cancelled. Never raises for a failed poll.
+
+        Each due channel's poll runs as a task of its own, so one that hangs until its timeout delays
+        no other; the pacer, shared by all of them, keeps the global cap."""
         log.info(
             "web: watching %d channel(s) through %s/s/ (at most %d requests/min)",
             len(self._watches),
             self._safe_base,
             self.settings.web_rpm,
         )
-        while True:
-            self._wake.clear()
-            active = (w for w in self._watches.values() if not w.parked)
-            watch = min(active, key=lambda w: w.due, default=None)
-            if watch is None:
-                await self._wake.wait()
-                continue
-            delay = watch.due - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):  # woken early by `update`, or due now
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue
-            await self._scheduled_poll(watch)
+        try:
+            while True:
+                self._wake.clear()
+                now = time.monotonic()
+                idle = [w for w in self._watches.values() if not w.parked and w.key not in self._polls]
+                for watch in idle:
+                    if watch.due <= now:
+                        self._start(watch)
+                later = [w.due for w in idle if w.due > now]
+                # Woken early by `update` or by a poll ending (which sets its channel's next due time).
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+                # arrives as the event is set, and a poll ending sets it often.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(later) - now if later else None):
+                        await self._wake.wait()
+        finally:
+            polls = list(self._polls.values())
+            self._polls.clear()
+            for poll in polls:
+                poll.cancel()
+            await asyncio.gather(*polls, return_exceptions=True)
+
+    def _start(self, watch: _Watch) -> None:
+        poll = asyncio.create_task(self._scheduled_poll(watch), name=f"web poll {watch.key}")
+        self._polls[watch.key] = poll
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if self._polls.get(watch.key) is task:
+                del self._polls[watch.key]
+            self._wake.set()
+
+        poll.add_done_callback(ended)
 
     async def _scheduled_poll(self, watch: _Watch) -> None:
         interval = self.interval(watch.key) if watch.key in self._watches else self.settings.web_interval
@@ -198,6 +241,7 @@ class WebSource:
         except RateLimited as exc:
             wait = exc.retry_after or 0.0
             self._pacer.hold(wait)
+            self._held_until = max(self._held_until, time.monotonic() + wait)
             if self.health is not None and wait:
                 self.health.flood_wait(wait, watch.key)
             self._failed(watch, interval, str(exc), at_least=wait)
@@ -240,16 +284,18 @@ class WebSource:
         page = await self._fetch(name)
         cursor = await self.sink.cursor(page.channel)
         baseline = cursor is None and not state.started
+        screen = _Screen(key, cursor)
+        page = screen(page)
         if baseline:
-            pages, gap = await self._follow(name, page, want=backfill)
-            items = [p for pg in pages for p in pg.posts]
+            pages, gap = await self._follow(name, page, screen, want=backfill)
+            items = screen.unique(pages)
             for item in items:
                 item.alert = False  # the starting point: stored and matched, never alerted
             recovered = 0
         else:
             floor = cursor or 0
-            pages, gap = await self._follow(name, page, floor=floor)
-            items = self._fresh(state, pages, floor)
+            pages, gap = await self._follow(name, page, screen, floor=floor)
+            items = screen.fresh(state, pages, floor)
             recovered = sum(1 for pg in pages[1:] for p in pg.posts if p.message_id > floor)
             if gap:
                 newest_missing = min(p.message_id for pg in pages for p in pg.posts) - 1
@@ -264,9 +310,15 @@ class WebSource:
                 metrics.GAPS.labels(key).inc()
 
         result = await self.sink.ingest(items) if items else IngestResult()
-        # Only once the sink has the posts: a failed ingest must leave the next poll the same work.
+        # Only once the sink has the posts: a failed ingest must leave the next poll the same work, and
+        # a rejection that moves the cursor must not move it past posts not yet stored.
+        rejected = [r for r in screen.rejected if (r.ref, r.reason) not in state.rejected]
+        if rejected:
+            await self.sink.reject(rejected)
         state.started = True
         state.seen = {p.message_id: p.revision for pg in pages for p in pg.posts}
+        state.rejected = {(r.ref, r.reason) for r in screen.rejected}
+        screen.told()
         if recovered:
             metrics.POSTS_RECOVERED.labels(key).inc(recovered)
         if self.health is not None:
@@ -275,10 +327,11 @@ class WebSource:
         return result, baseline, cursor
 
     async def _follow(
-        self, name: str, page: Page, *, floor: int | None = None, want: int = 0
+        self, name: str, page: Page, screen: _Screen, *, floor: int | None = None, want: int = 0
     ) -> tuple[list[Page], int]:
         """Pages from `page` back through "load more": to the post after `floor` (a catch-up), or
         until `want` posts are read (a new channel's backfill); never more than `web_max_pages`.
+        Each older page goes through `screen` as it arrives, as `page` did.
 
         Returns the pages and the gap: 0, or for a catch-up cut short, how many ids lie between the
         floor and the oldest post reached (an upper bound on the posts missed)."""
@@ -293,25 +346,16 @@ class WebSource:
             if len(pages) >= self.settings.web_max_pages:
                 oldest = min(p.message_id for p in pages[-1].posts)
                 return pages, (oldest - floor - 1 if floor is not None else 0)
-            older = await self._fetch(name, before=pages[-1].before)
+            older = screen(await self._fetch(name, before=pages[-1].before))
             if not older.posts:
                 break
             pages.append(older)
         return pages, 0
 
-    def _fresh(self, state: _State, pages: list[Page], cursor: int) -> list[Incoming]:
-        """Posts newer than the cursor, and older ones whose content changed since the last poll (edits)."""
-        out: dict[int, Incoming] = {}
-        for page in pages:
-            for post in page.posts:
-                known = state.seen.get(post.message_id)
-                edited = known is not None and known.edited(post.revision)
-                if post.message_id not in out and (post.message_id > cursor or edited):
-                    out[post.message_id] = post
-        return [out[i] for i in sorted(out)]
-
     async def _fetch(self, name: str, before: int | None = None) -> Page:
         await self._pacer.acquire()
+        while time.monotonic() < self._held_until:  # a 429 came while this one waited for its slot
+            await self._pacer.acquire()
         try:
             resp = await self.client.get(
                 f"{self.base}/s/{name}",
@@ -340,6 +384,105 @@ class WebSource:
             return parse_page(resp.text, username=name)
         except NotAChannelPage as exc:
             raise WebError(str(exc)) from None
+
+
+# --- what a poll takes from its pages ---------------------------------------------------------------
+
+
+def id_problems(ids: Iterable[int], cursor: int | None) -> dict[int, str]:
+    """The ids among one page's that must not be taken, with why: "id_range" for one the store cannot
+    hold, "out_of_sequence" for one more than MAX_AHEAD above the page's middle id (the cursor counted
+    among the page's ids, so a page of one absurd post cannot vouch for itself)."""
+    problems = {i: "id_range" for i in set(ids) if not 0 < i <= MAX_MESSAGE_ID}
+    sound = sorted(i for i in set(ids) if i not in problems)
+    samples = sorted(sound + ([cursor] if cursor is not None else []))
+    if samples:
+        # The lower median: a hostile minority of ids, however high, cannot move it.
+        middle = samples[(len(samples) - 1) // 2]
+        problems.update({i: "out_of_sequence" for i in sound if i > middle + MAX_AHEAD})
+    return problems
+
+
+class _Screen:
+    """One poll's judgement of its pages: the posts it may take, the rejected, the dropped."""
+
+    def __init__(self, key: str, cursor: int | None) -> None:
+        self.key = key
+        self.cursor = cursor
+        self.rejected: list[Rejected] = []
+        self.dropped: Counter[str] = Counter()
+        self._dropped_ids: dict[str, list[int]] = {}
+
+    def __call__(self, page: Page) -> Page:
+        """The page without the posts whose ids must not be taken; those, and the page's unreadable
+        posts, are noted as rejected."""
+        if not page.posts and not page.rejected:
+            self.drop("empty_page", [])
+        sound = [r.message_id for r in page.rejected if r.message_id is not None]
+        problems = id_problems([p.message_id for p in page.posts] + sound, self.cursor)
+        for r in page.rejected:
+            if r.message_id is not None and r.message_id in problems:
+                r = replace(r, message_id=None)  # an unreadable post with a bad id: never the cursor's
+            elif r.message_id is not None and self.cursor is not None and r.message_id <= self.cursor:
+                continue  # the cursor is past it already: recorded when it was
+            self.rejected.append(r)
+        kept = []
+        for post in page.posts:
+            reason = problems.get(post.message_id)
+            if reason is None:
+                kept.append(post)
+                continue
+            detail = f"id {post.message_id} " + (
+                f"is beyond {MAX_MESSAGE_ID}, the highest the store holds"
+                if reason == "id_range"
+                else f"is more than {MAX_AHEAD} above the page's other ids and the cursor ({self.cursor})"
+            )
+            self.rejected.append(Rejected(page.channel, str(post.message_id), reason, detail))
+        return replace(page, posts=kept, rejected=[])
+
+    def unique(self, pages: list[Page]) -> list[Incoming]:
+        """Every post of the pages, each id once, oldest first (a new channel's starting point)."""
+        out: dict[int, Incoming] = {}
+        for page in pages:
+            for post in page.posts:
+                if post.message_id in out:
+                    self.drop("duplicate", [post.message_id])
+                else:
+                    out[post.message_id] = post
+        return [out[i] for i in sorted(out)]
+
+    def fresh(self, state: _State, pages: list[Page], cursor: int) -> list[Incoming]:
+        """Posts newer than the cursor, and older ones whose content changed since the last poll (edits).
+
+        An older id the last poll did not show is dropped, counted: it went backwards, or the poll
+        before was another process's."""
+        out: dict[int, Incoming] = {}
+        read: set[int] = set()
+        for page in pages:
+            for post in page.posts:
+                known = state.seen.get(post.message_id)
+                edited = known is not None and known.edited(post.revision)
+                if post.message_id in read:
+                    self.drop("duplicate", [post.message_id])
+                    continue
+                read.add(post.message_id)
+                if post.message_id > cursor or edited:
+                    out[post.message_id] = post
+                elif known is None:
+                    self.drop("behind_cursor", [post.message_id])
+        return [out[i] for i in sorted(out)]
+
+    def drop(self, reason: str, ids: list[int]) -> None:
+        self.dropped[reason] += 1 if not ids else len(ids)
+        self._dropped_ids.setdefault(reason, []).extend(ids)
+
+    def told(self) -> None:
+        """Count and log what was dropped, once the poll has done its work."""
+        for reason, n in self.dropped.items():
+            metrics.POSTS_DROPPED.labels(reason).inc(n)
+            ids = self._dropped_ids.get(reason) or []
+            shown = f": ids {', '.join(map(str, ids[:10]))}{' ...' if len(ids) > 10 else ''}" if ids else ""
+            log.debug("web %s: dropped %d (%s, cursor %s)%s", self.key, n, reason, self.cursor, shown)
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -9,6 +9,12 @@ Channel ids: a post's `data-view` is base64 JSON whose "c" is the channel id neg
 API's -100 prefix (`{"c":-1005640892}` is the channel Telethon calls 1005640892). `ChannelRef.tg_id`
 is the bare positive id, so "c" is negated; a -100-prefixed value, should the page ever carry one, is
 unwrapped the way Telethon's `resolve_id` does.
+
+One post never costs the page: a message whose markup cannot be read (an id that is no number, or
+anything the parser trips on) becomes a `Rejected` entry beside the posts, and the others are read.
+The text walk uses its own stack, not recursion, so nesting costs no Python frames; past `MAX_DEPTH`
+levels an element's text is taken flat (its words kept for the rules, its formatting dropped), since
+no post Telegram renders nests that deep and a page that does must not cost the post its alert.
 """
 
 from __future__ import annotations
@@ -16,17 +22,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from urllib.parse import unquote, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from bot.errors import first_line
+from bot.parse import media as vocabulary
 from bot.parse.model import Entity
-from bot.sources.model import ChannelRef, Forward, Incoming
+from bot.sources.model import ChannelRef, Forward, Incoming, Rejected
+
+log = logging.getLogger(__name__)
 
 _BOT_API_CHANNEL_OFFSET = 1_000_000_000_000
+# Levels of markup inside a post's text that keep their formatting; deeper is read as plain text.
+# Telegram's entities nest a handful deep, so this is far past any real post.
+MAX_DEPTH = 64
 
 
 class NotAChannelPage(ValueError):
@@ -38,6 +53,16 @@ class Page:
     channel: ChannelRef
     posts: list[Incoming]  # oldest first
     before: int | None  # `?before=` value of the "load more" link; None on the oldest page
+    # Messages that could not be read; `message_id` set where their id could.
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class _BadPost(ValueError):
+    """A message whose markup says nothing usable about it (no channel, an id that is no number)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 def parse_page(html: str, username: str | None = None) -> Page:
@@ -47,12 +72,19 @@ def parse_page(html: str, username: str | None = None) -> Page:
     page_title = _clean(header.text()) if header is not None else None
 
     posts: list[Incoming] = []
+    bad: list[tuple[str, int | None, str, str]] = []  # ref, id, reason, detail
     channel: ChannelRef | None = None
     for node in tree.css("div.tgme_widget_message[data-post]"):
         if "service_message" in _classes(node):
             continue  # "channel created", "pinned ...": not posts
-        post = _parse_message(node, page_title)
-        if post is None:
+        raw_id = (node.attributes.get("data-post") or "").rpartition("/")[2]
+        try:
+            post = _parse_message(node, page_title)
+        except _BadPost as exc:
+            bad.append((raw_id, None, exc.reason, str(exc)))
+            continue
+        except Exception as exc:  # whatever else one message trips on: the page's other posts go on
+            bad.append((raw_id, _int(raw_id), "unparsable", f"{type(exc).__name__}: {first_line(exc)}"))
             continue
         if channel is None:
             channel = post.channel
@@ -72,15 +104,16 @@ def parse_page(html: str, username: str | None = None) -> Page:
 
     more = tree.css_first("a.tme_messages_more[data-before]")
     before = _int(more.attributes.get("data-before")) if more is not None else None
-    return Page(channel=channel, posts=posts, before=before)
+    rejected = [Rejected(channel, ref, reason, detail, message_id) for ref, message_id, reason, detail in bad]
+    return Page(channel=channel, posts=posts, before=before, rejected=rejected)
 
 
-def _parse_message(node: LexborNode, page_title: str | None) -> Incoming | None:
+def _parse_message(node: LexborNode, page_title: str | None) -> Incoming:
     post = node.attributes.get("data-post") or ""
     username, _, raw_id = post.rpartition("/")
     message_id = _int(raw_id)
     if not username or message_id is None:
-        return None
+        raise _BadPost("bad_id", f"data-post is not channel/number: {post[:80]!r}")
     owner = node.css_first(".tgme_widget_message_owner_name")
     title = page_title or (_clean(owner.text()) if owner is not None else None)
     channel = ChannelRef(tg_id=_channel_id(node.attributes.get("data-view")), username=username, title=title)
@@ -94,10 +127,12 @@ def _parse_message(node: LexborNode, page_title: str | None) -> Incoming | None:
     return Incoming(
         channel=channel,
         message_id=message_id,
-        text=text,
+        text=vocabulary.with_poll(text, _poll(node)),
         entities=entities,
         media=_media(node),
         date=_date(node),
+        edited=_edited(node),
+        signature=_signature(node),
         forward=_forward(node),
         views=_views(node),
         link_preview=link_preview,
@@ -139,6 +174,17 @@ def _utf16_len(s: str) -> int:
     return len(s.encode("utf-16-le")) // 2
 
 
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to make, and the walk makes many
+class _Close:
+    """An element the walk has entered: where its text began, to make its entity once it ends."""
+
+    node: LexborNode
+    tag: str | None
+    classes: list[str]
+    start: int  # UTF-16 offset
+    before: int  # index into the builder's parts
+
+
 class _TextBuilder:
     """Walks a message text's HTML, producing the plain text and entities counted in UTF-16 units."""
 
@@ -146,40 +192,52 @@ class _TextBuilder:
         self.parts: list[str] = []
         self.pos = 0
         self.entities: list[Entity] = []
+        self.flattened = False  # some of the text lay deeper than MAX_DEPTH and was read flat
 
     def add(self, s: str) -> None:
         if s:
             self.parts.append(s)
             self.pos += _utf16_len(s)
 
-    def walk(self, node: LexborNode) -> None:
-        for child in node.iter(include_text=True):
-            self.visit(child)
+    def walk(self, root: LexborNode) -> None:
+        # A stack of its own, not recursion: a post's nesting is the page's to choose, and Python's
+        # frames are not. Each level is an element's children still to read, and the element, whose
+        # entity is made once they are done; the stack's height is the depth.
+        stack: list[tuple[Iterator[LexborNode], _Close | None]] = [(root.iter(include_text=True), None)]
+        while stack:
+            children, opened = stack[-1]
+            for node in children:  # resumes where the level was left when a child element was entered
+                tag = node.tag
+                if tag == "-text":
+                    self.add(node.text_content or "")
+                elif tag == "br":
+                    self.add("\n")
+                elif tag in ("script", "style", "-comment"):
+                    pass
+                elif tag == "i" and "emoji" in _classes(node):
+                    # An emoji image; its character is the inner <b>, which must not read as bold.
+                    self.add(node.text(deep=True))
+                elif len(stack) > MAX_DEPTH:
+                    self.flattened = True
+                    self.add(node.text(deep=True))  # lexbor's own walk: no Python frames either
+                else:
+                    entered = _Close(node, tag, _classes(node), self.pos, len(self.parts))
+                    stack.append((node.iter(include_text=True), entered))
+                    break
+            else:
+                stack.pop()
+                if opened is not None:
+                    self.close(opened)
 
-    def visit(self, node: LexborNode) -> None:
-        tag = node.tag
-        if tag == "-text":
-            self.add(node.text_content or "")
-            return
-        if tag == "br":
-            self.add("\n")
-            return
-        if tag in ("script", "style", "-comment"):
-            return
-        classes = _classes(node)
-        if tag == "i" and "emoji" in classes:
-            # An emoji image; its character is the inner <b>, which must not read as bold.
-            self.add(node.text(deep=True))
-            return
-        start = self.pos
-        before = len(self.parts)
-        self.walk(node)
+    def close(self, opened: _Close) -> None:
+        start, tag, classes = opened.start, opened.tag, opened.classes
         length = self.pos - start
         if not length:
             return
         if tag == "a":
-            label = "".join(self.parts[before:])
-            self.entities.append(_link_entity(node.attributes.get("href") or "", label, start, length))
+            label = "".join(self.parts[opened.before :])
+            href = opened.node.attributes.get("href") or ""
+            self.entities.append(_link_entity(href, label, start, length))
         elif tag in _STYLE_TAGS:
             self.entities.append(Entity(_STYLE_TAGS[tag], start, length))
         elif tag == "span" and "tg-spoiler" in classes:
@@ -238,6 +296,9 @@ def _post_text(node: LexborNode) -> tuple[str, list[Entity]]:
     for block in node.css(".tgme_widget_message_text.js-message_text"):
         builder = _TextBuilder()
         builder.walk(block)
+        if builder.flattened:
+            post = node.attributes.get("data-post")
+            log.debug("web: post %s nests deeper than %d levels; read flat past them", post, MAX_DEPTH)
         text, entities = builder.result()
         if not text or any(text in seen for seen, _ in blocks):
             continue
@@ -262,36 +323,56 @@ def _post_text(node: LexborNode) -> tuple[str, list[Entity]]:
 
 # --- the rest of the bubble ----------------------------------------------------------------------------
 
-# Named as the Telethon source names them (bot/sources/telegram.py `media_of`), plus the preview's own
-# "unsupported" (shown instead of the media) and "too_big" (a video it will not play).
-_MEDIA_CLASSES = (
-    ("media_not_supported_cont", "unsupported"),
-    ("tgme_widget_message_photo_wrap", "photo"),
-    ("tgme_widget_message_document_wrap", "document"),
-    ("tgme_widget_message_voice_player", "voice"),
-    ("tgme_widget_message_roundvideo_player", "video_note"),
-    ("tgme_widget_message_sticker_wrap", "sticker"),
-    ("tgme_widget_message_poll", "poll"),
-    ("tgme_widget_message_location_wrap", "geo"),
-)
-
-
 def _media(node: LexborNode) -> list[str]:
+    """The post's media in the shared vocabulary (`bot.parse.media`, which holds the class table)."""
     flags: list[str] = []
     for el in node.traverse():
         classes = _classes(el)
         if not classes:
             continue
-        flag = None
-        if "tgme_widget_message_video_player" in classes:
-            flag = "too_big" if "not_supported" in classes else "video"
-        elif "message_media_not_supported_label" in classes and "too big" in el.text().lower():
-            flag = "too_big"
-        else:
-            flag = next((f for cls, f in _MEDIA_CLASSES if cls in classes), None)
+        flag = vocabulary.web_flag(classes)
+        if flag is None and "message_media_not_supported_label" in classes:
+            label = " ".join(el.text().split()).casefold()
+            if vocabulary.WEB_TOO_BIG_LABEL in label:
+                flag = vocabulary.TOO_BIG
+            elif vocabulary.WEB_WITHHELD_LABEL in label and not _shown_beside(el):
+                flag = vocabulary.UNSUPPORTED
         if flag is not None and flag not in flags:
             flags.append(flag)
-    return flags
+    return vocabulary.refined(flags)
+
+
+def _shown_beside(label: LexborNode) -> bool:
+    """Whether a withheld-notice is only t.me's fallback: its `media_not_supported_cont` has a
+    `media_supported_cont` sibling that shows the content (custom emoji, albums, stickers)."""
+    el = label.parent
+    while el is not None and "media_not_supported_cont" not in _classes(el):
+        if "tgme_widget_message" in _classes(el):
+            return False
+        el = el.parent
+    if el is None or el.parent is None:
+        return False
+    return any("media_supported_cont" in _classes(c) for c in el.parent.iter())
+
+
+def _poll(node: LexborNode) -> str:
+    poll = node.css_first(".tgme_widget_message_poll")
+    if poll is None:
+        return ""
+    question = poll.css_first(".tgme_widget_message_poll_question")
+    options = poll.css(".tgme_widget_message_poll_option_text")
+    asked = _clean(question.text()) if question is not None else None
+    return vocabulary.poll_text(asked or "", (_clean(o.text()) or "" for o in options))
+
+
+def _edited(node: LexborNode) -> bool:
+    meta = node.css_first(".tgme_widget_message_meta")
+    return meta is not None and "edited" in meta.text(deep=False).split()
+
+
+def _signature(node: LexborNode) -> str | None:
+    el = node.css_first(".tgme_widget_message_from_author")
+    return _clean(el.text()) if el is not None else None
 
 
 def _forward(node: LexborNode) -> Forward | None:
