@@ -97,6 +97,8 @@ class StoreHealth:
             return
         self.failures += 1
         self.last_error = first_line(exc)
+        if self.failures == 1:
+            log.warning("store unavailable (%s); work waits for it and retries", self.last_error)
         if self.failing_since is None:
             self.failing_since = time.time()
         metrics.STORE_FAILURES.set(self.failures)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -26,13 +27,15 @@ from bot.pipeline import compose
 from bot.pipeline.batch import Batch
 from bot.pipeline.match import Matcher
 from bot.rules.engine import Ahead
-from bot.sources.model import MAX_MESSAGE_ID, ChannelRef, Incoming, IngestResult, Rejected
+from bot.sources.model import MAX_MESSAGE_ID, ChannelRef, Incoming, IngestResult, Rejected, StoreUnavailable
 from bot.store import channels as channel_rows
 from bot.store import rejected as rejected_rows
 from bot.store.channels import now
 from bot.store.db import is_outage, run_sync
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Ingest:
@@ -58,7 +61,7 @@ class Ingest:
         rules = self.rules()
         # Matched first, in the match thread: a slow rule must not hold up the store's one thread.
         ahead = await self.matcher.ahead(items, rules)
-        batch = await run_sync(self.engine, self.ingest_sync, items, rules, ahead)
+        batch = await self._sync(self.ingest_sync, items, rules, ahead)
         if batch.deliveries and self.on_commit is not None:
             self.on_commit(batch.deliveries)
         return result_of(batch)
@@ -112,7 +115,7 @@ class Ingest:
     async def reject(self, rejected: Sequence[Rejected]) -> int:
         if not rejected:
             return 0
-        return await run_sync(self.engine, self._reject_sync, list(rejected))
+        return await self._sync(self._reject_sync, list(rejected))
 
     def _reject_sync(self, rejected: Sequence[Rejected]) -> int:
         if not rejected:
@@ -143,7 +146,17 @@ class Ingest:
             with Session(self.engine) as session, session.begin():
                 return fn(session, *args)
 
-        return await run_sync(self.engine, work)
+        return await self._sync(work)
+
+    async def _sync(self, fn: Callable[..., T], *args: object) -> T:
+        """Store work off the loop; an outage reaches the source as StoreUnavailable, one type it
+        can tell from its own failures without knowing the store."""
+        try:
+            return await run_sync(self.engine, fn, *args)
+        except Exception as exc:
+            if is_outage(exc):
+                raise StoreUnavailable(first_line(exc)) from exc
+            raise
 
 
 def _rejection(item: Incoming, exc: BaseException) -> Rejected:

@@ -96,6 +96,12 @@ class Incoming:
 MAX_MESSAGE_ID = 2**63 - 1
 
 
+class StoreUnavailable(Exception):
+    """The sink cannot reach the store (server gone, disk full, read-only). Not the channel's
+    failure: nothing was taken, so the source tries again at its pace, and the store's own health
+    says what is wrong."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A post that could not be parsed or stored: skipped so its channel moves on, recorded so it is seen."""

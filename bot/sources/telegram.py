@@ -33,7 +33,7 @@ from bot.pacer import Pacer
 from bot.parse import media
 from bot.parse.model import Entity
 from bot.settings import Settings
-from bot.sources.model import ChannelRef, Forward, Incoming, IngestResult, Sink
+from bot.sources.model import ChannelRef, Forward, Incoming, IngestResult, Sink, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -603,6 +603,8 @@ class TelegramSource:
                 await self.sink.ingest([to_incoming(w.ref, parts)])
         except (*SESSION_ERRORS, SessionError) as e:
             await self._stop_for_session(e)
+        except StoreUnavailable as e:
+            log.warning("%s: edit of message %d not stored (%s); sweeps do not see edits", w.key, msg.id, e)
         except Exception:
             log.exception("%s: edit of message %d not stored (sweeps do not see edits)", w.key, msg.id)
 
@@ -612,6 +614,8 @@ class TelegramSource:
             return
         try:
             await self.sink.delete(w.ref, list(event.deleted_ids))
+        except StoreUnavailable as e:
+            log.warning("%s: deletion of %s not recorded (%s)", w.key, event.deleted_ids, e)
         except Exception:
             log.exception("%s: deletion of %s not recorded", w.key, event.deleted_ids)
 
@@ -635,6 +639,8 @@ class TelegramSource:
                         w.confirmed = hi
         except (*SESSION_ERRORS, SessionError) as e:
             await self._stop_for_session(e)
+        except StoreUnavailable:
+            pass  # not lost: `confirmed` did not move, so the next sweep fetches it again
         except Exception as e:
             # Not lost: `confirmed` did not move, so the next sweep fetches it again.
             log.warning("%s: live post %d not stored yet (%s); the next sweep retries", w.key, lo, e)
@@ -684,6 +690,8 @@ class TelegramSource:
                 self._ops, w.key, "private", f"cannot catch up on {w.key}: {_describe(e)}"
             )
             raise
+        except StoreUnavailable:
+            raise  # Telegram answered: not the channel's failure (the store's health says it)
         except Exception as e:
             # Transient: the next sweep tries again, and a long failure is an outage notice.
             error = _describe(e)

@@ -47,7 +47,15 @@ from bot.health import Health, Ops, tell
 from bot.pacer import Pacer
 from bot.redact import endpoint
 from bot.settings import Settings
-from bot.sources.model import MAX_MESSAGE_ID, Incoming, IngestResult, Rejected, Revision, Sink
+from bot.sources.model import (
+    MAX_MESSAGE_ID,
+    Incoming,
+    IngestResult,
+    Rejected,
+    Revision,
+    Sink,
+    StoreUnavailable,
+)
 from bot.sources.webpage import NotAChannelPage, Page, parse_page
 
 log = logging.getLogger(__name__)
@@ -245,6 +253,11 @@ class WebSource:
             if self.health is not None and wait:
                 self.health.flood_wait(wait, watch.key)
             self._failed(watch, interval, str(exc), at_least=wait)
+        except StoreUnavailable as exc:
+            # t.me answered; the store did not. The channel is not failing and is not backed off:
+            # nothing moved its cursor, so the next poll, at its interval, takes the same posts.
+            watch.due = time.monotonic() + interval
+            log.debug("web %s: poll not stored, the store is unavailable (%s)", watch.key, exc)
         except Exception as exc:  # a poll must never stop the others: record it and back off
             self._failed(watch, interval, _describe_error(exc, self.base, self._safe_base))
         else:
