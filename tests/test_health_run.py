@@ -66,6 +66,18 @@ def ops_hook(httpserver: HTTPServer) -> Collected:
     return notices
 
 
+def alert_hook(httpserver: HTTPServer, path: str) -> Collected:
+    """The alerts a loopback webhook at `path` receives, as JSON bodies."""
+    alerts = Collected()
+
+    def hook(request: Request) -> Response:
+        alerts.add(json.loads(request.get_data()))
+        return Response("ok")
+
+    httpserver.expect_request(path).respond_with_handler(hook)
+    return alerts
+
+
 def write_rules(
     path: Path, channels: list[str], httpserver: HTTPServer, extra: str = "", alert_hook: str | None = None
 ) -> None:

@@ -3,14 +3,13 @@ with 256 descriptors (`ulimit -n 256`): delivery goes on, and the log does not f
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from tests.test_health_run import Collected, Running, write_rules
+from tests.test_health_run import Running, alert_hook, write_rules
 from tests.test_web_source import page_html
 
 ALERT_HOOK = "/alerts"
@@ -19,10 +18,7 @@ ALERT_HOOK = "/alerts"
 def test_300_idle_connections_do_not_stop_delivery_under_a_256_descriptor_limit(
     httpserver: HTTPServer, tmp_path: Path
 ) -> None:
-    alerts = Collected()
-    httpserver.expect_request(ALERT_HOOK).respond_with_handler(
-        lambda request: (alerts.add(json.loads(request.get_data())), Response("ok"))[1]
-    )
+    alerts = alert_hook(httpserver, ALERT_HOOK)
     posts = [(1, "Ordinary news")]
     httpserver.expect_request("/s/testchan").respond_with_handler(
         lambda request: Response(page_html(posts, channel="testchan"), content_type="text/html")

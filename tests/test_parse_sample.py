@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.parse import as_record, fingerprint, parse_dump, read_dump
+from bot.parse import fingerprint, parse_dump, read_dump
+from bot.sources.files import InputFile, record
 
 SAMPLE = Path(__file__).parent / "fixtures" / "mfa_channel_dump.txt"
 MFA = "Russian MFA 🇷🇺"
@@ -96,9 +97,15 @@ def test_fingerprints_are_those_of_the_kept_text_and_all_differ(posts):
 
 
 def test_records_are_json_with_the_parse_fields(posts):
-    record = json.loads(json.dumps(as_record(posts[6]), ensure_ascii=False))
-    assert record == {
+    """What `tgsentinel parse` prints for a dump's post: a dump knows no channel, id or date."""
+    with InputFile(str(SAMPLE)) as source:
+        printed = [record(p) for p in source.posts()]
+    assert json.loads(json.dumps(printed[6], ensure_ascii=False)) == {
         "index": 6,
+        "channel": None,
+        "message_id": None,
+        "date": None,
+        "edited": None,
         "forwarded_from": None,
         "title": "🎻 A grand concert was held on the Red Square on August 18.",
         "text": posts[6].content.text,

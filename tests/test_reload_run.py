@@ -3,14 +3,13 @@ rules polling and alerting, whole, and says so in the log and to ops."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.test_health_run import Collected, Running, ops_hook, write_rules
+from tests.test_health_run import Running, alert_hook, ops_hook, write_rules
 from tests.test_run import wait_for
 from tests.test_web_source import page_html
 
@@ -21,10 +20,7 @@ def test_a_reload_with_a_bad_secret_or_from_an_emptied_file_changes_nothing(
     httpserver: HTTPServer, tmp_path: Path
 ) -> None:
     notices = ops_hook(httpserver)
-    alerts = Collected()
-    httpserver.expect_request(ALERT_HOOK).respond_with_handler(
-        lambda request: (alerts.add(json.loads(request.get_data())), Response("ok"))[1]
-    )
+    alerts = alert_hook(httpserver, ALERT_HOOK)
     posts = {"testchan": [(1, "Ordinary news")], "newchan": [(1, "Ordinary news")]}
     polled: Counter[str] = Counter()
 

@@ -4,7 +4,6 @@ and after the server returns the monitor is healthy again and nothing posted mea
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from tests.pg_server import PgServer
-from tests.test_health_run import Collected, Running, ops_hook, write_rules
+from tests.test_health_run import Running, alert_hook, ops_hook, write_rules
 from tests.test_web_source import page_html
 
 ALERT_HOOK = "/alerts"
@@ -31,10 +30,7 @@ def test_healthz_is_503_through_a_store_outage_and_200_after_it_with_nothing_los
     httpserver: HTTPServer, tmp_path: Path, pg: PgServer
 ) -> None:
     notices = ops_hook(httpserver)
-    alerts = Collected()
-    httpserver.expect_request(ALERT_HOOK).respond_with_handler(
-        lambda request: (alerts.add(json.loads(request.get_data())), Response("ok"))[1]
-    )
+    alerts = alert_hook(httpserver, ALERT_HOOK)
     posts = [(1, "Ordinary news")]
     httpserver.expect_request("/s/testchan").respond_with_handler(
         lambda request: Response(page_html(posts, channel="testchan"), content_type="text/html")

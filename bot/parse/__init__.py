@@ -1,6 +1,6 @@
 """The deduplicating parser and the one normaliser every source goes through."""
 
-from bot.parse.dump import as_record, decode_dump, parse_dump, read_dump
+from bot.parse.dump import decode_dump, parse_dump, read_dump
 from bot.parse.fingerprint import fingerprint
 from bot.parse.hashtags import extract_hashtags
 from bot.parse.model import Content, DumpPost, Entity
@@ -10,7 +10,6 @@ __all__ = [
     "Content",
     "DumpPost",
     "Entity",
-    "as_record",
     "decode_dump",
     "extract_hashtags",
     "fingerprint",

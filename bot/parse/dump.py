@@ -321,19 +321,3 @@ def parse_dump(text: str) -> list[DumpPost]:
             content = content_of("\n".join(raws), (), media, digest(words))
             posts.append(DumpPost(index=len(posts), forwarded_from=name if k == 0 else None, content=content))
     return posts
-
-
-def as_record(post: DumpPost) -> dict:
-    """A post as `tgsentinel parse` prints it (one JSON object per post)."""
-    content = post.content
-    return {
-        "index": post.index,
-        "forwarded_from": post.forwarded_from,
-        "title": content.title,
-        "text": content.text,
-        "hashtags": list(content.hashtags),
-        "mentions": list(content.mentions),
-        "urls": list(content.urls),
-        "media": list(content.media),
-        "fingerprint": content.fingerprint,
-    }
