@@ -32,6 +32,7 @@ bench: $(STAMP)
 	taskset -c 0 $(BIN)/tgsentinel bench match
 	taskset -c 0 $(BIN)/tgsentinel bench delivery
 	$(BIN)/tgsentinel bench dispatch --posts 100000
+	taskset -c 0 $(BIN)/tgsentinel bench import       # minutes: a generated 200 MB export
 	$(BIN)/tgsentinel bench soak                      # minutes: a real run over 20,000 new posts
 	taskset -c 0 $(BIN)/tgsentinel bench ingest       # minutes: seeds 1M stored posts
 	taskset -c 0 $(BIN)/tgsentinel bench retention    # minutes: prunes 1M old posts
