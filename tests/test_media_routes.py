@@ -302,3 +302,19 @@ async def test_the_web_routes_edit_marker_and_signature_are_stored(store: Engine
     assert rows[5].signature == "Álvaro Justen" and rows[5].edit_date is not None
     assert "Álvaro" not in rows[5].text
     assert rows[6].signature is None and rows[6].edit_date is None
+
+
+def test_custom_emoji_beside_a_withheld_notice_is_a_photo_post_with_its_emoji_in_the_text() -> None:
+    # A real 2024 post (Premium/154): a photo, custom emoji in the caption, and t.me's
+    # media_not_supported_cont fallback beside the media_supported_cont that shows it all.
+    [post] = parse_page((REAL / "tgws_premium_154_custom_emoji_photo.html").read_text(encoding="utf-8")).posts
+    assert post.message_id == 154
+    assert post.media == ["photo"]
+    assert "unsupported" not in post.media
+    assert post.text.startswith("Celebrate the Lunar New Year by gifting ⭐️ Telegram Premium to your friends")
+    assert "👉 GIFT PREMIUM 🎁." in post.text
+    assert post.text.endswith("Subscribe • All Premium Features")
+    for noise in ("Please open Telegram", "VIEW IN TELEGRAM"):
+        assert noise not in post.text
+    assert post.date == datetime(2024, 2, 8, 9, 11, 41, tzinfo=UTC)
+    assert post.views == 12_600_000
