@@ -146,7 +146,8 @@ class Pipeline:
         """Deliver until nothing created since `since` is pending, or `timeout` passes."""
         deadline = time.monotonic() + timeout
         # The worker's own lanes, as in the monitor: a destination that hangs holds up only itself.
-        lanes = asyncio.create_task(self.worker.run(), name="drain")
+        # A monitor dying for a reason drains with its worker still running: then only watch it.
+        lanes = None if self.worker.running else asyncio.create_task(self.worker.run(), name="drain")
         try:
             while True:
                 await self.release_held()
@@ -156,8 +157,9 @@ class Pipeline:
                 # The lanes run on their own; this only decides when to stop looking.
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         finally:
-            lanes.cancel()
-            await asyncio.gather(lanes, return_exceptions=True)
+            if lanes is not None:
+                lanes.cancel()
+                await asyncio.gather(lanes, return_exceptions=True)
 
     def _tally(self, since: datetime) -> dict[str, int]:
         from bot.store.models import Delivery
@@ -188,10 +190,12 @@ def activity(store: Engine, since: datetime) -> tuple[int, int]:
 
 
 def guarded(job: Callable[[], Awaitable[Any]], name: str) -> Callable[[], Awaitable[None]]:
-    """A scheduled job that fails in one log line, then skips its runs for a backoff.
+    """A scheduled job that fails in one log line, not APScheduler's 60-line traceback on every run
+    (every 2 s through a database outage).
 
-    APScheduler would log a 60-line traceback on every run: every 2 s through a database outage.
-    A store outage is expected and passes; anything else is a bug, shown with its traceback once.
+    A store outage is expected and passes: said once, the job keeps its schedule, so it runs on
+    time once the store is back. Anything else is a bug: its traceback once, then runs are skipped
+    for a growing backoff.
     """
     wait = Backoff(2.0, 300.0, (0.5, 1.0))
     failures, until = 0, 0.0
@@ -204,11 +208,15 @@ def guarded(job: Callable[[], Awaitable[Any]], name: str) -> Callable[[], Awaita
             await job()
         except Exception as exc:
             failures += 1
+            if is_outage(exc):
+                if failures == 1:
+                    log.warning("%s: store unavailable (%s); retrying on schedule", name, first_line(exc))
+                return
             delay = wait.delay(failures)
             until = time.monotonic() + delay
-            why = "store unavailable" if is_outage(exc) else "failed"
-            trace = failures == 1 and not is_outage(exc)
-            log.warning("%s: %s (%s); next try in %.0fs", name, why, first_line(exc), delay, exc_info=trace)
+            log.warning(
+                "%s: failed (%s); next try in %.0fs", name, first_line(exc), delay, exc_info=failures == 1
+            )
             return
         if failures:
             log.info("%s: running again after %d failed tries", name, failures)
@@ -254,14 +262,20 @@ class Monitor:
         return by_tg, by_web
 
     async def _reloaded(self, rules: RuleSet) -> None:
-        """Senders first (they may refuse, and then nothing changed), then rules, then channels."""
+        """Senders first (they may refuse, and then nothing changed), then rules, then channels.
+
+        Past the swap the new rules are in force whatever happens: a channel the Telegram source
+        cannot subscribe to now is its problem to report and retry, not a refused reload."""
         self.pipeline.reload(rules)
         self.health.listed_at = dict(rules.config.listed_at)
         by_tg, by_web = self._split(rules)
-        if self.telegram is not None:
-            await self.telegram.update(by_tg)
         if self.web is not None:
             self.web.update(by_web)
+        if self.telegram is not None:
+            try:
+                await self.telegram.update(by_tg)
+            except Exception as exc:
+                log.warning("rules reloaded, but the Telegram source's channels are not all updated: %s", exc)
         self._announce(by_tg, by_web)
 
     async def _refused(self, problems: list[str]) -> None:

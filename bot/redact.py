@@ -169,7 +169,13 @@ class RedactFilter(logging.Filter):
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:
+            # Arguments that do not fit the format: logging itself would print a "Logging error";
+            # a filter that raised would break the caller instead.
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self.redactor(message)
         record.args = None
         if record.exc_info:
             # Formatted here, so the traceback (which may quote a URL) is redacted too; formatters

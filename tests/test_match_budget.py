@@ -185,3 +185,13 @@ async def test_a_disabled_term_is_one_ops_notice_naming_the_rule_and_its_line(ma
     assert len(notices) == 1
     assert "'(a|aa)+$' of rule cat (" in notices[0] and "rules.yaml:4)" in notices[0]
     assert "disabled until the rules are reloaded" in notices[0]
+
+
+def test_the_batch_budget_is_per_page_of_posts_so_a_replay_batch_is_not_starved() -> None:
+    """400 fast regex rules over a 1,000-post replay batch spent one page's 2 s and skipped a third
+    of the matches: the budget bounds the delay per page, not per batch whatever its size."""
+    limits = Limits(batch=2.0)
+    assert Budget(limits, 20).batch_left == 2.0  # a t.me page
+    assert Budget(limits, 100).batch_left == 2.0
+    assert Budget(limits, 101).batch_left == 4.0
+    assert Budget(limits, 1000).batch_left == 20.0  # a replay's or an import's batch

@@ -79,6 +79,7 @@ class Worker:
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()  # lanes told of new rows while they were looking
         self._looked = False  # since `run` started
+        self.running = False  # `run` is delivering: a drain only watches it
 
     @property
     def send_timeout(self) -> float:
@@ -101,6 +102,7 @@ class Worker:
         one lane running for each destination that has some."""
         failures = 0
         self._looked = False
+        self.running = True
         try:
             while True:
                 # Clear before looking, not after: a commit that lands while we look must wake the next wait.
@@ -131,6 +133,7 @@ class Worker:
                     async with asyncio.timeout(max(0.0, wait)):
                         await self._wake.wait()
         finally:
+            self.running = False
             lanes = list(self._lanes.values())
             for lane in lanes:
                 lane.cancel()
@@ -157,6 +160,9 @@ class Worker:
         except (DBAPIError, OSError) as exc:
             # The loop's next look (it backs off while the database is away) starts the lane again.
             log.warning("delivery to %s: database unavailable (%s)", dest, first_line(exc))
+        except Exception:
+            # A bug, not an outage: said loudly; the next look starts the lane again.
+            log.exception("delivery to %s failed", dest)
         finally:
             # In the same step as the decision to stop: a wake-up from now on starts a new lane.
             self._lanes.pop(dest, None)
@@ -202,9 +208,9 @@ class Worker:
             # in flight keeps its lease, since it may have arrived.
             if rows[n + 1 :]:
                 marks.append(self._write(self._release, [r[0] for r in rows[n + 1 :]]))
-            await asyncio.gather(*marks, return_exceptions=True)
+            await _settled(marks, return_exceptions=True)
             raise
-        await asyncio.gather(*marks)
+        await _settled(marks)
 
     def _write(self, fn: Callable[..., object], *args: object) -> asyncio.Future[None]:
         """Store work, queued now (in order, on SQLite's one writer thread) and awaited later."""
@@ -410,3 +416,10 @@ def retry_dead(session: Session, delivery_id: int | None = None) -> int:
         query.values(status="pending", attempts=0, next_attempt_at=now(), lease_until=None, created_at=now())
     )
     return res.rowcount or 0
+
+
+async def _settled(marks: list[asyncio.Future[None]], *, return_exceptions: bool = False) -> None:
+    """Await the outcome writes, each shielded: cancelling the lane (SIGTERM, a drain's deadline)
+    must not cancel a "sent" mark still queued for the writer thread, or the alert goes out again
+    after the restart. The store's release waits for what is queued."""
+    await asyncio.gather(*(asyncio.shield(m) for m in marks), return_exceptions=return_exceptions)

@@ -12,6 +12,7 @@ source tries the same posts again later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -53,6 +54,7 @@ class Ingest:
         self.stages = compose.stages(windows)
         self.on_commit = on_commit  # wakes the delivery worker as soon as the rows are visible
         self.matcher = matcher or Matcher()
+        self._writing = asyncio.Lock()
 
     async def ingest(self, items: Sequence[Incoming]) -> IngestResult:
         if not items:
@@ -61,7 +63,11 @@ class Ingest:
         rules = self.rules()
         # Matched first, in the match thread: a slow rule must not hold up the store's one thread.
         ahead = await self.matcher.ahead(items, rules)
-        batch = await self._sync(self.ingest_sync, items, rules, ahead)
+        # One batch's transaction at a time, on every database: the duplicate and throttle stages
+        # look before they insert, and two channels' polls carrying one story must not both miss
+        # the other's uncommitted alert (on PostgreSQL the store's threads would run them together).
+        async with self._writing:
+            batch = await self._sync(self.ingest_sync, items, rules, ahead)
         if batch.deliveries and self.on_commit is not None:
             self.on_commit(batch.deliveries)
         return result_of(batch)
@@ -108,6 +114,11 @@ class Ingest:
                 if is_outage(failed):
                     raise  # the posts stored so far stay stored: ingest is idempotent
                 batch.rejected.append(_rejection(item, failed))
+        if len(items) > 1 and len(batch.rejected) == len(items):
+            # Every post failing alone is not bad data but a fault of ours or of the store (a
+            # corrupt file, a bug in a stage): raised, so the cursor stays and the poll says why,
+            # rather than every post of every batch skipped for good.
+            raise exc
         batch.counts["read"] += len(batch.rejected)
         self._reject_sync(batch.rejected)
         return batch

@@ -62,7 +62,7 @@ class Matcher:
 
     def ahead_sync(self, items: Sequence[Incoming], rules: RuleSet) -> Ahead:
         engine = rules.engine
-        ahead = Ahead(engine, Budget(self.limits))
+        ahead = Ahead(engine, Budget(self.limits, len(items)))
         for item in items:
             if item.content is None:
                 try:
@@ -81,7 +81,10 @@ class Matcher:
                 )
             )
             if post not in ahead.found:
-                ahead.found[post] = engine.match(post, ahead.budget)
+                try:
+                    ahead.found[post] = engine.match(post, ahead.budget)
+                except Exception:
+                    continue  # matched again in the transaction, where a post that fails is rejected alone
         return ahead
 
     async def tell(self, rules: RuleSet) -> None:

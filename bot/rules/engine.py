@@ -26,6 +26,7 @@ life of the engine, that is, until the rules are reloaded.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -137,6 +138,9 @@ class Limits:
 POST_BUDGET, BATCH_BUDGET, DISABLED = "post_budget", "batch_budget", "disabled"
 
 
+PAGE = 100  # posts the batch budget is for
+
+
 class Budget:
     """The regex time one batch has left, and the post in hand within it (wall-clock seconds).
 
@@ -146,9 +150,11 @@ class Budget:
 
     __slots__ = ("batch_left", "limits", "post_left", "skipped", "spent")
 
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: Limits = Limits(), posts: int = 1) -> None:
         self.limits = limits
-        self.batch_left = limits.batch
+        # The batch budget is per page of posts (a t.me page, a Telethon sweep page): a replay's or
+        # an import's 1,000-post batch gets ten of them, not one page's worth for all.
+        self.batch_left = limits.batch * max(1, math.ceil(posts / PAGE))
         self.post_left = limits.post
         self.spent = 0.0
         self.skipped: Counter[str] = Counter()
