@@ -49,7 +49,9 @@ def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_backtest_a_dump_with_the_shipped_rules() -> None:
     result = runner.invoke(app, ["rules", "test", str(DUMP), "--rules", str(ROOT / "rules")])
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in result.output.splitlines()]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    # The JSON lines on stdout, a summary on stderr: an empty stdout still says it ran.
+    assert result.stderr == f"{len(records)} of 11 post(s) matched\n"
     by_index = {r["index"]: r for r in records}
     # Post 4 (a briefing) names Moldova; its other "Moldovan" mentions are not whole-word hits.
     assert {"rule": "moldova", "terms": ["Moldova", "#Moldova"]} in by_index[4]["matches"]
@@ -69,8 +71,8 @@ def test_backtest_judges_scopes_against_the_channel_name(tmp_path: Path) -> None
         app, ["rules", "test", str(DUMP), "--rules", str(tmp_path), "--channel", "@mfarussia"]
     )
     rules_hit = lambda out: {m["rule"] for line in out.splitlines() for m in json.loads(line)["matches"]}  # noqa: E731
-    assert rules_hit(default.output) == {"dumps"}
-    assert rules_hit(named.output) == {"scoped"}
+    assert rules_hit(default.stdout) == {"dumps"}
+    assert rules_hit(named.stdout) == {"scoped"}
 
 
 def test_invalid_rules_make_test_exit_2(tmp_path: Path) -> None:
@@ -111,7 +113,7 @@ def test_backtest_over_stored_messages_names_each_post_by_channel_date_and_link(
     (tmp_path / "r.yaml").write_text("rules:\n  - id: brics\n    match: {any: [BRICS]}\n")
     result = runner.invoke(app, ["rules", "test", "--db", db, "--rules", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in result.output.splitlines()]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
     matches = [{"rule": "brics", "terms": ["BRICS"]}]
     # A stored message is named by its id, never by an `index` (that is a dump's position).
     assert records == [

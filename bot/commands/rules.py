@@ -170,8 +170,20 @@ def test(
         raise typer.BadParameter("give a dump FILE or --db URL")
     # Invalid rules here are bad input (exit 2): the CLI prints their FILE:LINE lines.
     engine = Engine(load_config(rules_dir or default_rules_dir()).rules)
-    records = (
-        backtest(_dump_posts(file, channel), engine) if file is not None else backtest_db(db, engine, since)
-    )
-    for record in records:
+    read = 0
+
+    def counted(
+        posts: Iterator[tuple[dict[str, Any], MatchInput]],
+    ) -> Iterator[tuple[dict[str, Any], MatchInput]]:
+        nonlocal read
+        for post in posts:
+            read += 1
+            yield post
+
+    matched = 0
+    posts = _dump_posts(file, channel) if file is not None else _stored_posts(db, since)  # type: ignore[arg-type]
+    for record in backtest(counted(posts), engine):
+        matched += 1
         typer.echo(json.dumps(record, ensure_ascii=False))
+    # On stderr, so the JSON lines stay clean: an empty stdout otherwise says nothing of why.
+    typer.echo(f"{matched} of {read} post(s) matched", err=True)

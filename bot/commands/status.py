@@ -105,11 +105,13 @@ def healthz_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http_port}/healthz"
 
 
-def probe(url: str, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
-    """The monitor's /healthz, or why there is none: `running` says which."""
+def probe(url: str, token: str | None = None, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
+    """The monitor's /healthz, or why there is none: `running` says which. With the monitor's
+    TGSENTINEL_HTTP_TOKEN it gets the detail, not only the bare status."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         # trust_env=False: a proxy from the environment has no business with a loopback address.
-        resp = httpx.get(url, timeout=timeout, trust_env=False, follow_redirects=False)
+        resp = httpx.get(url, headers=headers, timeout=timeout, trust_env=False, follow_redirects=False)
     except httpx.HTTPError as exc:
         return {"running": False, "url": url, "reason": f"nothing answers at {url} ({type(exc).__name__})"}
     try:
@@ -131,7 +133,7 @@ def facts(settings: Settings) -> dict[str, Any]:
         store = {"url": shown_url(settings.database_url), **store_facts(engine)}
     finally:
         release(engine)
-    return {"store": store, "monitor": probe(healthz_url(settings))}
+    return {"store": store, "monitor": probe(healthz_url(settings), settings.http_token)}
 
 
 def status(settings: Settings, *, as_json: bool = False, out: TextIO | None = None) -> None:

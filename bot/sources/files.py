@@ -151,7 +151,8 @@ def record(post: FilePost) -> dict[str, Any]:
         "channel": ref.key if known else None,
         "message_id": None if post.positional else item.message_id,
         "date": item.date.isoformat() if item.date else None,
-        "edited": item.edit_date.isoformat() if item.edit_date else None,
+        # When, if the source says; a page says only that it was ("edited" without a time): true.
+        "edited": item.edit_date.isoformat() if item.edit_date else (True if item.edited else None),
         "forwarded_from": (item.forward.name or item.forward.username) if item.forward else None,
         "title": content.title,
         "text": content.text,
