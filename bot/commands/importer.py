@@ -22,7 +22,8 @@ from bot.pipeline.compose import Windows
 from bot.pipeline.ingest import Ingest
 from bot.settings import Settings
 from bot.sources.files import FilePost, InputFile
-from bot.store.db import release
+from bot.store.db import release, run_sync
+from bot.store.maintenance import analyze
 from bot.store.migrate import open_store
 
 BATCH = 1000
@@ -62,6 +63,7 @@ async def import_export(
                     for key in totals:
                         totals[key] += getattr(result, key)
                     advance(source.position(), absolute=True)
+            await run_sync(store, analyze, store)
         finally:
             release(store)
         stats = source.stats
