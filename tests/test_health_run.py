@@ -78,6 +78,14 @@ def alert_hook(httpserver: HTTPServer, path: str) -> Collected:
     return alerts
 
 
+def serve_channel(httpserver: HTTPServer, name: str, posts: list[tuple[int, str]]) -> None:
+    """A loopback t.me page for channel `name` showing `posts` as they are at each request
+    (append to the list and the next poll sees the new post)."""
+    httpserver.expect_request(f"/s/{name}").respond_with_handler(
+        lambda request: Response(page_html(posts, channel=name), content_type="text/html")
+    )
+
+
 def write_rules(
     path: Path, channels: list[str], httpserver: HTTPServer, extra: str = "", alert_hook: str | None = None
 ) -> None:

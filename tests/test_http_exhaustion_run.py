@@ -7,10 +7,8 @@ import socket
 from pathlib import Path
 
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
 
-from tests.test_health_run import Running, alert_hook, write_rules
-from tests.test_web_source import page_html
+from tests.test_health_run import Running, alert_hook, serve_channel, write_rules
 
 ALERT_HOOK = "/alerts"
 
@@ -20,9 +18,7 @@ def test_300_idle_connections_do_not_stop_delivery_under_a_256_descriptor_limit(
 ) -> None:
     alerts = alert_hook(httpserver, ALERT_HOOK)
     posts = [(1, "Ordinary news")]
-    httpserver.expect_request("/s/testchan").respond_with_handler(
-        lambda request: Response(page_html(posts, channel="testchan"), content_type="text/html")
-    )
+    serve_channel(httpserver, "testchan", posts)
     rules = tmp_path / "rules"
     rules.mkdir()
     write_rules(rules / "watch.yaml", ["testchan"], httpserver, alert_hook=ALERT_HOOK)

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
 
 from tests.pg_server import PgServer
-from tests.test_health_run import Running, alert_hook, ops_hook, write_rules
-from tests.test_web_source import page_html
+from tests.test_health_run import Running, alert_hook, ops_hook, serve_channel, write_rules
 
 ALERT_HOOK = "/alerts"
 
@@ -32,9 +30,7 @@ def test_healthz_is_503_through_a_store_outage_and_200_after_it_with_nothing_los
     notices = ops_hook(httpserver)
     alerts = alert_hook(httpserver, ALERT_HOOK)
     posts = [(1, "Ordinary news")]
-    httpserver.expect_request("/s/testchan").respond_with_handler(
-        lambda request: Response(page_html(posts, channel="testchan"), content_type="text/html")
-    )
+    serve_channel(httpserver, "testchan", posts)
     rules = tmp_path / "rules"
     rules.mkdir()
     write_rules(rules / "watch.yaml", ["testchan"], httpserver, alert_hook=ALERT_HOOK)

@@ -12,7 +12,8 @@ Decided from the first few kilobytes, so a gigabyte export is never read to be r
 from __future__ import annotations
 
 import re
-from typing import Literal
+from pathlib import Path
+from typing import BinaryIO, Literal
 
 from bot.errors import InputError
 
@@ -42,3 +43,15 @@ def detect(head: bytes, source: str) -> Format:
     if _HTML.search(stripped[:SNIFF]):
         return "web"
     return "dump"
+
+
+def open_input(path: str | Path) -> BinaryIO:
+    """The file opened for reading; a missing file, a directory or a refusal is one InputError."""
+    try:
+        return Path(path).open("rb")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a dump, page or export") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err.strerror}") from None

@@ -25,6 +25,7 @@ from pathlib import Path
 import regex
 
 from bot.errors import InputError
+from bot.parse.detect import open_input
 from bot.parse.fingerprint import compare_key, digest, line_words
 from bot.parse.media import DUMP_PLACEHOLDERS
 from bot.parse.model import DumpPost
@@ -62,16 +63,8 @@ def decode_dump(data: bytes, source: str) -> str:
 
 def read_dump(path: str | Path) -> str:
     """A dump file's text; a missing file, a directory or bad bytes give an InputError."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a dump file") from None
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}") from None
-    return decode_dump(data, str(path))
+    with open_input(path) as f:
+        return decode_dump(f.read(), str(path))
 
 
 class _Lines:

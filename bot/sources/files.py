@@ -12,12 +12,11 @@ import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from bot.errors import InputError
 from bot.parse import decode_dump, normalise
-from bot.parse.detect import SNIFF, Format, detect
+from bot.parse.detect import SNIFF, Format, detect, open_input
 from bot.parse.export import ExportChat, ExportMessage, ExportStats, read_export
 from bot.parse.model import Content
 from bot.sources.dump import dump_items
@@ -42,14 +41,7 @@ class InputFile:
         if path == "-":
             self.stream = io.BytesIO(sys.stdin.buffer.read())
         else:
-            try:
-                self.stream = Path(path).open("rb")  # noqa: SIM115 - closed by close()
-            except FileNotFoundError:
-                raise InputError(f"{path}: no such file") from None
-            except IsADirectoryError:
-                raise InputError(f"{path}: is a directory, not a dump, page or export") from None
-            except OSError as err:
-                raise InputError(f"{path}: cannot read: {err.strerror}") from None
+            self.stream = open_input(path)  # closed by close()
         try:
             self.size = self.stream.seek(0, io.SEEK_END)
             self.stream.seek(0)
