@@ -28,8 +28,8 @@ MULTICHAT = EXPORTS / "multichat_result.json"  # real, from mlomb/chat-analytics
 PAGE = FIXTURES / "web" / "channel_page.html"
 COPIED = FIXTURES / "copied_posts.txt"
 RECORD = {
-    "index", "channel", "message_id", "date", "edited", "forwarded_from", "title", "text", "hashtags",
-    "mentions", "urls", "media", "fingerprint",
+    "index", "channel", "message_id", "date", "edited", "forwarded_from", "signature", "title", "text",
+    "hashtags", "mentions", "urls", "media", "fingerprint",
 }  # fmt: skip
 RULES = """\
 rules:
@@ -73,7 +73,12 @@ def test_parse_gives_one_record_shape_for_a_dump_a_page_and_an_export():
     ("content", "expected"),
     [
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary data"),
-        (b'{"rows": [1, 2, 3]}', 'not a Telegram Desktop export (no "messages" or "chats")'),
+        (b'{"rows": [1, 2, 3]}', 'not a Telegram Desktop export (no "messages" list, nor "chats"'),
+        # Shaped like an export at a glance, but not one: refused, never read as an empty export.
+        (b'{"messages": "nope"}', '"messages" is not a list'),
+        (b'{"chats": 5}', '"chats" is not an object'),
+        (b'{"chats": {"about": "x"}}', 'no "messages" list, nor "chats" with a "list"'),
+        (b'{"chats": {"list": [{"name": "a", "messages": {}}]}}', '"chats.list[].messages" is not a list'),
         (b"", "empty file"),
         (b'{"name": "x", "messages": [{"id": 1,', "not valid JSON"),
     ],
@@ -143,6 +148,7 @@ def test_an_export_becomes_text_entities_media_forwards_edits_and_polls():
     assert first["hashtags"] == ["СНГ", "BRICS"] and first["mentions"] == ["MID_Russia"]
     assert first["urls"] == ["http://mid.ru/"]  # a text_link's href, not its label
     assert got[102]["edited"] == "2024-08-18T13:02:11+00:00"
+    assert got[102]["signature"] == "Press Office" and "Press" not in got[102]["text"]  # `author`
     assert got[103]["forwarded_from"] == "Russian MFA 🇷🇺"
     assert got[104]["text"] == "Which topic should the next briefing open with?\nGlobal majority\nSanctions"
     assert [got[i]["media"] for i in range(104, 114)] == [
@@ -173,6 +179,10 @@ def test_importing_twice_adds_nothing(db_url, tmp_path):
     summary = first.stderr.decode()
     assert "13 posts read, 13 new" in summary and "skipped 2 service messages" in summary
     assert _count(db_url, Channel, Message) == [1, 13]
+    engine = create_engine(db_url)
+    with Session(engine) as session:  # the signed post's author is kept beside its text
+        assert session.scalar(select(Message.signature).where(Message.msg_id == 102)) == "Press Office"
+    engine.dispose()
     again = tgs("import", str(CHANNEL), "--db", db_url, "--rules", str(tmp_path))
     assert "13 posts read, 0 new, 0 updated, 13 unchanged" in again.stderr.decode()
     assert _count(db_url, Channel, Message) == [1, 13]

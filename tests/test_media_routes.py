@@ -113,6 +113,15 @@ def test_service_messages_are_not_posts() -> None:
     assert page.channel.tg_id == TCHANTEST and not page.rejected
 
 
+def test_a_channel_page_with_no_posts_or_only_service_messages_is_a_page_of_no_posts() -> None:
+    # Real captures: t.me's "No posts found" page, and a page whose one message is a pin. Both are a
+    # channel's page with nothing to read, not "not a t.me/s page".
+    empty = parse_page((REAL / "tchan_no_posts_found.html").read_text(encoding="utf-8"))
+    assert (empty.posts, empty.rejected, empty.channel.username) == ([], [], "some-channel")
+    pinned = parse_page((REAL / "tchan_service_message_pinned.html").read_text(encoding="utf-8"))
+    assert pinned.posts == [] and (pinned.channel.username, pinned.channel.tg_id) == ("tchantest", TCHANTEST)
+
+
 # --- the Telethon route -----------------------------------------------------------------------------
 
 _doc_ids = iter(range(10_000, 20_000))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from bot.errors import InputError
+from bot.parse.export import NOT_AN_EXPORT
 
 Format = Literal["dump", "web", "export"]
 
@@ -39,7 +40,7 @@ def detect(head: bytes, source: str) -> Format:
     if stripped[:1] in (b"{", b"["):
         if stripped[:1] == b"{" and _TOP_KEY.search(stripped):
             return "export"
-        raise InputError(f"{source}: JSON, but not a Telegram Desktop export (no \"messages\" or \"chats\")")
+        raise InputError(f"{source}: {NOT_AN_EXPORT}")
     if _HTML.search(stripped[:SNIFF]):
         return "web"
     return "dump"

@@ -203,8 +203,21 @@ def message_of(chat: ExportChat, msg: dict[str, Any]) -> ExportMessage | None:
     )
 
 
+NOT_AN_EXPORT = 'JSON, but not a Telegram Desktop export (no "messages" list, nor "chats" with a "list")'
 # Where messages sit: the one chat's, or each chat's in the account's lists.
 _CHAT_PREFIXES = ("", "chats.list.item", "left_chats.list.item")
+# What sits where in an export: the name an error gives it, and the events it may start with
+# (ijson's; a map's keys and ends are reported at the map's own prefix). The lists make it an export.
+_ARRAY = ("a list", frozenset({"start_array", "end_array"}))
+_MAP = ("an object", frozenset({"start_map", "map_key", "end_map"}))
+_LISTS = {
+    "messages": ("messages", *_ARRAY),
+    "chats.list": ("chats.list", *_ARRAY),
+    "left_chats.list": ("left_chats.list", *_ARRAY),
+    "chats.list.item.messages": ("chats.list[].messages", *_ARRAY),
+    "left_chats.list.item.messages": ("left_chats.list[].messages", *_ARRAY),
+}
+_SHAPES = {**_LISTS, "chats": ("chats", *_MAP), "left_chats": ("left_chats", *_MAP)}
 
 
 def read_export(stream: BinaryIO, source: str, stats: ExportStats | None = None) -> Iterator[ExportMessage]:
@@ -240,14 +253,19 @@ def read_export(stream: BinaryIO, source: str, stats: ExportStats | None = None)
             elif prefix in chat_fields:
                 chat_prefix, key = chat_fields[prefix]
                 current[chat_prefix][key] = value
-            elif event == "map_key" and prefix == "" and value in ("messages", "chats", "left_chats"):
-                shaped = True
+            elif prefix in _SHAPES:
+                # A chat's messages and the account's chats must be what Desktop writes; anything
+                # else is a file that only looks like an export, refused rather than read as empty.
+                name, kind, events = _SHAPES[prefix]
+                if event not in events:
+                    raise InputError(f"{source}: not a Telegram Desktop export: \"{name}\" is not {kind}")
+                shaped = shaped or prefix in _LISTS
             elif event == "start_map" and prefix in ("chats.list.item", "left_chats.list.item"):
                 current[prefix], chats[prefix] = {}, None
     except ijson.JSONError as exc:
         raise InputError(f"{source}: not valid JSON: {str(exc).splitlines()[0][:120]}") from None
     if not shaped:
-        raise InputError(f"{source}: JSON, but not a Telegram Desktop export (no \"messages\" or \"chats\")")
+        raise InputError(f"{source}: {NOT_AN_EXPORT}")
 
 
 def _one(

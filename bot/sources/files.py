@@ -126,6 +126,7 @@ def export_item(msg: ExportMessage, ref: ChannelRef) -> Incoming:
         media=list(msg.media),
         date=msg.date,
         edit_date=msg.edited,
+        signature=msg.author,
         forward=Forward(name=msg.forwarded_from) if msg.forwarded_from else None,
     )
 
@@ -146,6 +147,7 @@ def record(post: FilePost) -> dict[str, Any]:
         # When, if the source says; a page says only that it was ("edited" without a time): true.
         "edited": item.edit_date.isoformat() if item.edit_date else (True if item.edited else None),
         "forwarded_from": (item.forward.name or item.forward.username) if item.forward else None,
+        "signature": item.signature,
         "title": content.title,
         "text": content.text,
         "hashtags": list(content.hashtags),

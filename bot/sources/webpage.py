@@ -74,9 +74,14 @@ def parse_page(html: str, username: str | None = None) -> Page:
     posts: list[Incoming] = []
     bad: list[tuple[str, int | None, str, str]] = []  # ref, id, reason, detail
     channel: ChannelRef | None = None
+    service: ChannelRef | None = None  # the channel a service message names, for a page of only those
     for node in tree.css("div.tgme_widget_message[data-post]"):
         if "service_message" in _classes(node):
-            continue  # "channel created", "pinned ...": not posts
+            # "channel created", "pinned ...": not posts, but they say whose page this is.
+            if service is None:
+                owner = (node.attributes.get("data-post") or "").rpartition("/")[0] or None
+                service = ChannelRef(tg_id=_channel_id(node.attributes.get("data-view")), username=owner)
+            continue
         raw_id = (node.attributes.get("data-post") or "").rpartition("/")[2]
         try:
             post = _parse_message(node, page_title)
@@ -91,9 +96,13 @@ def parse_page(html: str, username: str | None = None) -> Page:
         posts.append(post)
 
     if channel is None:
-        if header is None:
+        # A channel's page with no posts to read still says it is one: by its header, its service
+        # messages, or the history section t.me fills with "No posts found".
+        if header is None and service is None and tree.css_first(".tgme_channel_history") is None:
             raise NotAChannelPage("no channel header and no posts: not a public channel's preview")
-        channel = ChannelRef(username=_header_username(tree) or username, title=page_title)
+        service = service or ChannelRef()
+        named = _header_username(tree) or service.username or _main_username(tree) or username
+        channel = ChannelRef(tg_id=service.tg_id, username=named, title=page_title)
     elif channel.tg_id is None or channel.title is None:
         found = next((p.channel for p in posts if p.channel.tg_id is not None), channel)
         channel = ChannelRef(tg_id=found.tg_id, username=channel.username, title=channel.title or found.title)
@@ -443,6 +452,13 @@ def _link_preview(node: LexborNode) -> dict[str, str | None] | None:
         "description": part(".link_preview_description"),
         "url": card.attributes.get("href"),
     }
+
+
+def _main_username(tree: LexborHTMLParser) -> str | None:
+    # <main class="tgme_main" data-url="/name">: the page's own path.
+    main = tree.css_first("main.tgme_main[data-url]")
+    path = (main.attributes.get("data-url") or "").strip("/") if main is not None else ""
+    return path or None
 
 
 def _header_username(tree: LexborHTMLParser) -> str | None:
