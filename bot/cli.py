@@ -28,9 +28,9 @@ class _OneLineErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            # The same FILE:LINE lines `rules check` prints, so an editor or CI can jump to them.
+            # The FILE:LINE lines `rules check` prints, each as this command's own error line.
             for line in exc.problems:
-                typer.echo(line, err=True)
+                typer.echo(f"tgsentinel: {line}", err=True)
             ctx.exit(exc.exit_code)
         except InputError as exc:
             typer.echo(f"tgsentinel: {redact(str(exc))}", err=True)

@@ -43,7 +43,16 @@ def test_rules_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (tmp_path / "r.yaml").write_text("rules:\n  - id: a\n    match: {any: [x]}\n")
     monkeypatch.setenv("TGSENTINEL_RULES_DIR", str(tmp_path))
     result = runner.invoke(app, ["rules", "check"])
-    assert result.exit_code == 0 and "1 file, 1 rule, 0 channels, 1 destination" in result.output
+    assert result.exit_code == 0 and "1 file, 1 rule, 0 channels, 1 destination (1 warning)" in result.output
+    # Rules that watch nothing are valid, but a monitor started on them would sit idle: say so.
+    assert f"{tmp_path}: warning: no channels listed" in result.output
+
+
+def test_other_commands_give_rules_problems_as_their_own_error_lines(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text("rules:\n  - id: a\n    match: {any: [x]\n")
+    result = runner.invoke(app, ["rules", "test", str(DUMP), "--rules", str(tmp_path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"tgsentinel: {tmp_path / 'r.yaml'}:4: YAML syntax error")
 
 
 def test_backtest_a_dump_with_the_shipped_rules() -> None:

@@ -533,6 +533,9 @@ def load_config(rules_dir: Path, env: Mapping[str, str] | None = None) -> Config
     if problems:
         # The warnings too: one pass shows everything to look at.
         raise ConfigError(sorted([*problems, *warnings], key=lambda p: _position(p, files)))
+    if not channels:
+        listed = "no channels listed (add `channels:` to a rules file): nothing is watched"
+        warnings.append(f"{rules_dir}: warning: {listed}")
     return Config(
         channels=[p.model for p in channels.values()],
         rules=[p.model for p in rules.values()],

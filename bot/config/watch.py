@@ -45,6 +45,7 @@ class RulesWatcher:
         self._stop = asyncio.Event()
         self.current = self._load()
         self._filled = self._nonblank()
+        _warn(self.current)
 
     def _nonblank(self) -> set[Path]:
         return {p for p in self.current.config.files if not _blank(p)}
@@ -81,6 +82,7 @@ class RulesWatcher:
         log.info(
             "rules reloaded: %d rules, %d channels", len(ruleset.config.rules), len(ruleset.config.channels)
         )
+        _warn(ruleset)
         return True
 
     def _suspicious(self, new: RuleSet) -> str | None:
@@ -138,3 +140,9 @@ def _blank(path: Path) -> bool:
         return not path.read_bytes().strip()
     except OSError:
         return False
+
+
+def _warn(ruleset: RuleSet) -> None:
+    # What `rules check` warns of, said where a running monitor's operator looks.
+    for line in ruleset.config.warnings:
+        log.warning("%s", line)
