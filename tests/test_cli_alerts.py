@@ -132,4 +132,5 @@ def test_invalid_rules_print_the_check_lines_and_exit_2_for_every_command(tmp_pa
     ):
         proc = tgs(*args, "--rules", str(rules))
         assert proc.returncode == 2
-        assert proc.stderr.decode().strip().splitlines() == lines
+        # The check's FILE:LINE lines, each as the command's own error line.
+        assert proc.stderr.decode().strip().splitlines() == [f"tgsentinel: {line}" for line in lines]

@@ -112,7 +112,9 @@ BAD = {
 
 def check(tmp_path: Path, item: str, env: dict[str, str] | None = None):
     f = tmp_path / "d.yaml"
-    f.write_text("destinations:\n" + textwrap.indent(item, "  "), encoding="utf-8")
+    # A channel after the destinations keeps their line numbers, and the check's no-channels warning out.
+    body = "destinations:\n" + textwrap.indent(item, "  ").rstrip("\n") + "\nchannels: [news]\n"
+    f.write_text(body, encoding="utf-8")
     return f, tgs("rules", "check", str(tmp_path), env={**ENV, **(env or {})})
 
 
@@ -164,7 +166,7 @@ def test_what_may_be_meant_is_a_warning_and_the_check_passes(
     line, message = expected
     assert proc.stdout.decode().splitlines() == [
         f"{f}:{line}: warning: {message}",
-        "rules OK: 1 file, 0 rules, 0 channels, 2 destinations (1 warning)",
+        "rules OK: 1 file, 0 rules, 1 channel, 2 destinations (1 warning)",
     ]
     assert SECRET.lower() not in output(proc).lower()
 
@@ -184,7 +186,7 @@ def test_real_shapes_and_loopback_test_servers_pass_without_a_word(tmp_path: Pat
     )
     _, proc = check(tmp_path, item)
     assert proc.returncode == 0, output(proc)
-    assert proc.stdout.decode().splitlines() == ["rules OK: 1 file, 0 rules, 0 channels, 9 destinations"]
+    assert proc.stdout.decode().splitlines() == ["rules OK: 1 file, 0 rules, 1 channel, 9 destinations"]
 
 
 def test_a_rule_naming_an_invalid_destination_is_not_told_it_is_unknown(tmp_path: Path) -> None:
@@ -207,5 +209,6 @@ def test_every_command_that_reads_the_rules_refuses_a_bad_destination(tmp_path: 
     assert check_proc.returncode == 1
     run = tgs("run", "--rules", str(tmp_path), env={**ENV, "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert run.returncode == 2
-    assert run.stderr.decode().splitlines() == check_proc.stdout.decode().splitlines()
+    found = check_proc.stdout.decode().splitlines()
+    assert run.stderr.decode().splitlines() == [f"tgsentinel: {x}" for x in found]
     assert SECRET not in output(run)

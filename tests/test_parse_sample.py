@@ -107,6 +107,7 @@ def test_records_are_json_with_the_parse_fields(posts):
         "date": None,
         "edited": None,
         "forwarded_from": None,
+        "signature": None,
         "title": "🎻 A grand concert was held on the Red Square on August 18.",
         "text": posts[6].content.text,
         "hashtags": ["IndiaNationalYouthOrchestraandChorus", "WYF2024"],
