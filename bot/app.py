@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 from sqlalchemy import Engine, select
@@ -35,6 +35,9 @@ from bot.rules.engine import Limits
 from bot.settings import Settings
 from bot.store.db import is_outage, observe, release, run_sync
 from bot.store.migrate import open_store
+
+if TYPE_CHECKING:
+    from bot.web.server import Served
 
 log = logging.getLogger("tgsentinel")
 
@@ -252,7 +255,7 @@ class Monitor:
         self.telegram: Any = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.scheduler: Any = None
-        self.server: asyncio.Server | None = None
+        self.server: Served | None = None
 
     def _split(self, rules: RuleSet) -> tuple[list[ChannelEntry], list[ChannelEntry]]:
         """Which channels the Telegram source watches and which the web preview watches."""
@@ -289,9 +292,16 @@ class Monitor:
                 names = ", ".join(c.key for c in entries)
                 log.info("watching via %s: %s", label, names)
 
+    def _http_app(self) -> Any:
+        from starlette.applications import Starlette
+
+        from bot.web import probes
+
+        return Starlette(routes=probes.routes(self.health, self.settings.http_token))
+
     async def start(self) -> None:
-        from bot.health import serve
         from bot.sources.web import WebSource
+        from bot.web.server import serve
 
         if has_credentials(self.settings):
             from bot.sources.login import make_client
@@ -318,7 +328,7 @@ class Monitor:
         )
         host, port = self.settings.http_host, self.settings.http_port
         try:
-            self.server = await serve(self.health, host, port, self.settings.http_token)
+            self.server = await serve(self._http_app(), host, port)
         except OSError as exc:
             raise InputError(
                 f"cannot serve /healthz on {host}:{port}: {exc.strerror} (set TGSENTINEL_HTTP_PORT)"
@@ -422,7 +432,7 @@ class Monitor:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.server is not None:
-            self.server.close()
+            await self.server.close()
         await self.pipeline.aclose()
         release(self.store)
 

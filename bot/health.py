@@ -28,8 +28,6 @@ The rules (README, "Operations"):
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -404,95 +402,3 @@ def span(seconds: float) -> str:
         return f"{m}m {s}s" if s and m < 10 else f"{m}m"
     h, rest = divmod(seconds, 3600)
     return f"{h}h {rest // 60}m" if rest >= 60 else f"{h}h"
-
-
-ACCEPT_ERROR_EVERY = 60.0  # seconds between two log lines about failed accepts
-
-
-def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
-    """Out of descriptors, asyncio logs a traceback for every failed accept (it retries each second):
-    one line a minute, with a count, says the same."""
-    previous = loop.get_exception_handler()
-    last, missed = 0.0, 0
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        nonlocal last, missed
-        if "socket.accept()" not in str(context.get("message", "")):
-            if previous is not None:
-                previous(loop, context)
-            else:
-                loop.default_exception_handler(context)
-            return
-        now = time.monotonic()
-        missed += 1
-        if now - last >= ACCEPT_ERROR_EVERY:
-            exc = context.get("exception")
-            log.warning("health server cannot accept connections (%s): %d failed accept(s)", exc, missed)
-            last, missed = now, 0
-
-    loop.set_exception_handler(handler)
-
-
-MAX_CONNECTIONS = 64  # probes and a scraper need a handful; the rest are idle or hostile
-REQUEST_DEADLINE = 5.0  # seconds for a whole request, headers included
-
-
-async def serve(health: Health, host: str, port: int, token: str | None = None) -> asyncio.Server:
-    """`/healthz` (200 or 503, JSON) and `/metrics` (Prometheus text) on a plain asyncio server.
-
-    Two read-only routes do not earn a web framework. With `token`, `/metrics` and the detail of
-    `/healthz` need `Authorization: Bearer TOKEN`; the bare status stays open for probes. A request
-    gets one deadline for all its lines, so a client trickling headers cannot hold a connection,
-    and connections past a cap are closed at once rather than piling up to the descriptor limit.
-    """
-    import hmac
-
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    expected = f"bearer {token}".encode() if token else None
-    open_now = 0
-    _quiet_accept_errors(asyncio.get_running_loop())
-
-    async def read_request(reader: asyncio.StreamReader) -> tuple[str, bool]:
-        request = await reader.readline()
-        authorised = expected is None
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.partition(b":")
-            if expected is not None and name.strip().lower() == b"authorization":
-                authorised = hmac.compare_digest(value.strip().lower(), expected.lower())
-        parts = request.decode("latin-1").split()
-        return (parts[1].split("?", 1)[0] if len(parts) >= 2 else ""), authorised
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal open_now
-        if open_now >= MAX_CONNECTIONS:
-            writer.close()
-            return
-        open_now += 1
-        try:
-            path, authorised = await asyncio.wait_for(read_request(reader), timeout=REQUEST_DEADLINE)
-            if path == "/healthz":
-                snapshot = health.snapshot()
-                status = "200 OK" if snapshot["healthy"] else "503 Service Unavailable"
-                shown = snapshot if authorised else {"healthy": snapshot["healthy"]}
-                body = json.dumps(shown).encode()
-                ctype = "application/json"
-            elif path == "/metrics" and authorised:
-                status, body, ctype = "200 OK", generate_latest(), CONTENT_TYPE_LATEST
-            elif path == "/metrics":
-                status, body, ctype = "401 Unauthorized", b"a bearer token is required\n", "text/plain"
-            else:
-                status, body, ctype = "404 Not Found", b"not found\n", "text/plain"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, ValueError):
-            pass  # ValueError: a line longer than the stream's limit
-        finally:
-            open_now -= 1
-            writer.close()
-
-    return await asyncio.start_server(handle, host, port)

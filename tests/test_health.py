@@ -7,12 +7,20 @@ import time
 
 import httpx
 from prometheus_client import REGISTRY
+from starlette.applications import Starlette
 
-from bot.health import Health, serve
+from bot.health import Health
+from bot.web import probes
+from bot.web import server as http
+
+
+async def serve(health: Health, host: str, port: int, token: str | None = None) -> http.Served:
+    """The probes as `tgsentinel run` serves them when the archive is off."""
+    return await http.serve(Starlette(routes=probes.routes(health, token)), host, port)
 
 
 async def fetch(server, path: str) -> httpx.Response:
-    host, port = server.sockets[0].getsockname()[:2]
+    host, port = "127.0.0.1", server.port
     async with httpx.AsyncClient() as client:
         return await client.get(f"http://{host}:{port}{path}")
 
@@ -54,7 +62,7 @@ async def test_healthz_is_200_while_every_channel_is_swept_and_503_when_one_cann
         assert (await fetch(server, "/nope")).status_code == 404
         json.dumps(health.snapshot())  # serialisable as it is
     finally:
-        server.close()
+        await server.close()
 
 
 async def test_a_monitor_is_starting_until_its_first_round_and_failing_at_its_first_failed_try():
@@ -84,7 +92,7 @@ async def test_a_monitor_is_starting_until_its_first_round_and_failing_at_its_fi
         health.swept("b")
         assert (await fetch(server, "/healthz")).status_code == 200
     finally:
-        server.close()
+        await server.close()
 
 
 def test_a_channel_never_tried_whose_source_cannot_connect_is_failing_not_starting():
@@ -160,7 +168,7 @@ async def test_with_a_token_metrics_and_the_detail_need_it_and_the_bare_status_s
     health.watch("secretchan", "web")
     health.swept("secretchan")
     server = await serve(health, "127.0.0.1", 0, token="s3cret-token")
-    host, port = server.sockets[0].getsockname()[:2]
+    host, port = "127.0.0.1", server.port
     try:
         async with httpx.AsyncClient(base_url=f"http://{host}:{port}") as client:
             probe = await client.get("/healthz")
@@ -173,34 +181,56 @@ async def test_with_a_token_metrics_and_the_detail_need_it_and_the_bare_status_s
             assert "secretchan" in detail.json()["channels"]
             assert (await client.get("/metrics", headers=right)).status_code == 200
     finally:
-        server.close()
+        await server.close()
 
 
-async def test_clients_trickling_headers_are_cut_off_and_a_flood_of_idle_ones_is_capped(monkeypatch):
+async def _half_requests(port: int, n: int) -> list:
+    """`n` connections, each sending half a request and then nothing."""
+    import asyncio
+
+    idle = []
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: 1\r\n")
+        idle.append((reader, writer))
+    return idle
+
+
+async def _closed(reader, timeout: float) -> bool:
     import asyncio
     import contextlib
 
-    from bot import health as health_module
+    with contextlib.suppress(ConnectionResetError):  # closed before it read us: the kernel resets
+        try:
+            return await asyncio.wait_for(reader.read(), timeout=timeout) == b""
+        except TimeoutError:
+            return False
+    return True
 
-    monkeypatch.setattr(health_module, "REQUEST_DEADLINE", 0.5)
-    health = Health(lag_threshold=60)
-    server = await serve(health, "127.0.0.1", 0)
-    host, port = server.sockets[0].getsockname()[:2]
-    idle = []
+
+async def test_clients_trickling_headers_are_cut_off_at_the_deadline(monkeypatch):
+    monkeypatch.setattr(http, "REQUEST_DEADLINE", 0.5)
+    server = await serve(Health(lag_threshold=60), "127.0.0.1", 0)
+    idle = await _half_requests(server.port, 10)
     try:
-        # More idle connections than the cap, each sending half a request and then nothing.
-        for _ in range(health_module.MAX_CONNECTIONS + 20):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(b"GET /healthz HTTP/1.1\r\nX-Slow: 1\r\n")
-            idle.append((reader, writer))
-        # The surplus is closed at once and the rest at the deadline: every one sees EOF.
-        for reader, _ in idle:
-            # Closed before it read what we sent, the kernel says so with a reset.
-            with contextlib.suppress(ConnectionResetError):
-                assert await asyncio.wait_for(reader.read(), timeout=5) == b""
-        # And the server still answers.
-        assert "healthy" in (await fetch(server, "/healthz")).json()
+        assert all([await _closed(reader, timeout=5) for reader, _ in idle])
+        assert "healthy" in (await fetch(server, "/healthz")).json()  # and the server still answers
     finally:
         for _, writer in idle:
             writer.close()
-        server.close()
+        await server.close()
+
+
+async def test_connections_past_the_cap_are_closed_at_once(monkeypatch):
+    monkeypatch.setattr(http, "REQUEST_DEADLINE", 60.0)  # far off: only the cap can close them
+    server = await serve(Health(lag_threshold=60), "127.0.0.1", 0)
+    idle = await _half_requests(server.port, http.MAX_CONNECTIONS + 20)
+    try:
+        surplus = [await _closed(reader, timeout=2) for reader, _ in idle[http.MAX_CONNECTIONS :]]
+        assert all(surplus)
+        # Those within the cap are still open, waiting for the rest of their request.
+        assert not await _closed(idle[0][0], timeout=0.3)
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await server.close()
