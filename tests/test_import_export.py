@@ -259,3 +259,32 @@ def test_import_refuses_what_is_not_an_export(tmp_path):
     ran = tgs("import", str(SAMPLE), "--db", f"sqlite:///{tmp_path / 'x.db'}")
     err = ran.stderr.decode()
     assert ran.returncode == 2 and "a text dump, not a Telegram Desktop export" in err
+
+
+RYNDA = EXPORTS / "rynda_channel_result.json"  # real: a public channel's export (see README.md)
+
+
+def test_a_real_channel_export_imports_and_backtests(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "channels: [rynda]\nrules:\n  - id: kyiv\n    match: {any: ['Київщин*']}\n", encoding="utf-8"
+    )
+    tested = tgs("rules", "test", str(RYNDA), "--rules", str(rules))
+    assert tested.returncode == 0, tested.stderr
+    [hit] = [json.loads(line) for line in tested.stdout.decode().splitlines()]
+    assert (hit["message_id"], hit["matches"]) == (192, [{"rule": "kyiv", "terms": ["Київщин*"]}])
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    ran = tgs("import", str(RYNDA), "--db", db, "--rules", str(rules))
+    assert ran.returncode == 0, ran.stderr
+    said = ran.stderr.decode()
+    assert "1 posts read, 1 new" in said and "skipped 1 service messages" in said
+    engine = create_engine(db)
+    with Session(engine) as session:
+        channel = session.scalars(select(Channel)).one()
+        post = session.scalars(select(Message)).one()
+    engine.dispose()
+    # The export's bare id is the channel's, as Telethon and t.me/s know it; the edit is kept.
+    assert (channel.tg_id, post.msg_id) == (1875486764, 192)
+    assert post.text == "✈️БПЛА→Захід через Київщину/Житомирщину"
+    assert post.edit_date is not None and post.edit_date.isoformat() == "2023-09-12T17:29:00+00:00"
