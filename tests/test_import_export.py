@@ -278,7 +278,7 @@ def test_a_real_channel_export_imports_and_backtests(tmp_path):
     ran = tgs("import", str(RYNDA), "--db", db, "--rules", str(rules))
     assert ran.returncode == 0, ran.stderr
     said = ran.stderr.decode()
-    assert "1 posts read, 1 new" in said and "skipped 1 service messages" in said
+    assert "1 post read, 1 new" in said and "skipped 1 service message," in said
     engine = create_engine(db)
     with Session(engine) as session:
         channel = session.scalars(select(Channel)).one()

@@ -71,11 +71,13 @@ async def import_export(
     channels = [c for c in stats.chats if c.is_channel]
     names = ", ".join(f"{c.name or '?'} (-100{c.id})" for c in channels[:5])
     names += " ..." if len(channels) > 5 else ""
+    posts_read = f"{totals['read']} post{'s' * (totals['read'] != 1)} read"
+    service = f"{stats.service} service message{'s' * (stats.service != 1)}"
     print(
         f"import {source.name}: {len(channels)} channel{'s' * (len(channels) != 1)}"
-        f"{': ' + names if channels else ''}; {totals['read']} posts read, {totals['new']} new, "
+        f"{': ' + names if channels else ''}; {posts_read}, {totals['new']} new, "
         f"{totals['updated']} updated, {totals['unchanged']} unchanged, {totals['matches']} matches "
-        f"(history: not alerted); skipped {stats.service} service messages, {stats.unsupported} unsupported"
+        f"(history: not alerted); skipped {service}, {stats.unsupported} unsupported"
         + (
             f", {len(skipped_chats)} chats that are not channels ("
             + ", ".join(f"{c.name or c.id}: {c.type}" for c in skipped_chats[:5])

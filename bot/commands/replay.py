@@ -113,7 +113,7 @@ async def replay_posts(
         await pipeline.aclose()
         release(store)
     print(
-        f"replay {channel}: {totals['read']} posts read, {totals['new']} new, "
+        f"replay {channel}: {totals['read']} post{'s' * (totals['read'] != 1)} read, {totals['new']} new, "
         f"{totals['unchanged']} unchanged, "
         f"{totals['duplicates']} duplicates by fingerprint, {totals['matches']} matches; deliveries: "
         + ", ".join(f"{delivered.get(s, 0)} {s}" for s in ("sent", "pending", "held", "dead")),

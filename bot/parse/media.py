@@ -52,7 +52,7 @@ VOCABULARY: tuple[str, ...] = (
 # albums, stickers, videos), so they say nothing about what the post holds.
 WEB_CLASSES: Mapping[str, str] = {
     "tgme_widget_message_photo_wrap": PHOTO,
-    "tgme_widget_message_video_player": VIDEO,  # `not_supported` on it: TOO_BIG (see web_flag)
+    "tgme_widget_message_video_player": VIDEO,  # TOO_BIG or GIF by what it holds (see web_video_flag)
     "tgme_widget_message_roundvideo_player": ROUND_VIDEO,
     "tgme_widget_message_voice_player": VOICE,
     "tgme_widget_message_document_wrap": DOCUMENT,  # an `audio` icon inside: AUDIO (see web_flag)
@@ -60,8 +60,11 @@ WEB_CLASSES: Mapping[str, str] = {
     "tgme_widget_message_poll": POLL,
     "tgme_widget_message_location_wrap": LOCATION,
 }
-# A GIF plays as a looping video whose wrap says so.
-WEB_GIF_CLASSES = frozenset({"tgme_widget_message_video_gif", "message_video_gif"})
+WEB_VIDEO_PLAYER = "tgme_widget_message_video_player"
+# A GIF is a video player with no play button: t.me plays it by itself, muted and looping
+# (`<video ... autoplay loop>`, no `message_video_play`, no duration), as a real capture shows
+# (tests/fixtures/web/real/any2feed_gif_player.html). Every real video, too big or not, has the button.
+WEB_PLAY_BUTTON = "message_video_play"
 WEB_DOCUMENT_ICON = "tgme_widget_message_document_icon"
 # Labels of `message_media_not_supported_label`, casefolded.
 WEB_WITHHELD_LABEL = "please open telegram to view this post"
@@ -69,15 +72,21 @@ WEB_TOO_BIG_LABEL = "media is too big"
 
 
 def web_flag(classes: Iterable[str]) -> str | None:
-    """The flag one t.me/s element's classes name, if any."""
+    """The flag one t.me/s element's classes name, if any (a video player: see `web_video_flag`)."""
     names = set(classes)
-    if "tgme_widget_message_video_player" in names:
+    if WEB_VIDEO_PLAYER in names:
         return TOO_BIG if "not_supported" in names else VIDEO
     if WEB_DOCUMENT_ICON in names:
         return AUDIO if "audio" in names else None
-    if names & WEB_GIF_CLASSES:
-        return GIF
     return next((flag for cls, flag in WEB_CLASSES.items() if cls in names), None)
+
+
+def web_video_flag(classes: Iterable[str], inside: Iterable[str]) -> str:
+    """The flag of a t.me/s video player, from its classes and the classes of what it holds."""
+    flag = web_flag(classes)
+    if flag == VIDEO and WEB_PLAY_BUTTON not in set(inside):
+        return GIF
+    return flag or VIDEO
 
 
 # A flag that says more about what another says: the page shows an audio file as a document with an
@@ -106,6 +115,17 @@ TELETHON_MEDIA: Mapping[str, str | None] = {
     # Not media of a post: a link preview is `link_preview`, and empty is nothing.
     "MessageMediaEmpty": None,
     "MessageMediaWebPage": None,
+    # Outside the vocabulary, on purpose: no flag. None of them is a photo, a file or a place the post
+    # carries, and the vocabulary has no word the other routes would give them; a dice's value or an
+    # invoice's title is not the post's text either.
+    "MessageMediaDice": None,
+    "MessageMediaGame": None,
+    "MessageMediaInvoice": None,
+    "MessageMediaGiveaway": None,
+    "MessageMediaGiveawayResults": None,
+    "MessageMediaStory": None,
+    "MessageMediaVideoStream": None,
+    "MessageMediaToDo": None,
 }
 # Document attributes, most specific first: a round video is a video, a GIF is often a video too.
 TELETHON_DOCUMENT: tuple[tuple[str, str | None, str], ...] = (
@@ -120,8 +140,8 @@ TELETHON_DOCUMENT: tuple[tuple[str, str | None, str], ...] = (
 
 
 def telethon_flag(media: object | None) -> str | None:
-    """The flag of a Telethon `MessageMedia*` object; None for no media (or one outside the vocabulary:
-    a dice, a game, an invoice)."""
+    """The flag of a Telethon `MessageMedia*` object; None for no media, and for media outside the
+    vocabulary (a dice, a game, an invoice: listed in `TELETHON_MEDIA`) or a kind it does not know."""
     if media is None:
         return None
     flag = TELETHON_MEDIA.get(type(media).__name__)

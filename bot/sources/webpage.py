@@ -339,7 +339,12 @@ def _media(node: LexborNode) -> list[str]:
         classes = _classes(el)
         if not classes:
             continue
-        flag = vocabulary.web_flag(classes)
+        if vocabulary.WEB_VIDEO_PLAYER in classes:
+            # A GIF and a video share the player; only what it holds tells them apart.
+            inside = (c for child in el.traverse() for c in _classes(child))
+            flag: str | None = vocabulary.web_video_flag(classes, inside)
+        else:
+            flag = vocabulary.web_flag(classes)
         if flag is None and "message_media_not_supported_label" in classes:
             label = " ".join(el.text().split()).casefold()
             if vocabulary.WEB_TOO_BIG_LABEL in label:
