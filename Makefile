@@ -23,7 +23,9 @@ test: $(STAMP)
 	$(BIN)/ruff check bot tests
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/pytest -q -n auto  # one worker per core: the suite is mostly waiting on databases and sockets
+	# One worker per core (the suite mostly waits on databases and sockets); loadgroup keeps the browser
+	# tests on one worker, with one Chromium.
+	$(BIN)/pytest -q -n auto --dist loadgroup
 
 # The issues' floors are for one core: taskset pins each benchmark to core 0.
 bench: $(STAMP)
@@ -36,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/tgsentinel bench soak                      # minutes: a real run over 20,000 new posts
 	taskset -c 0 $(BIN)/tgsentinel bench ingest       # minutes: seeds 1M stored posts
 	taskset -c 0 $(BIN)/tgsentinel bench retention    # minutes: prunes 1M old posts
+	$(BIN)/tgsentinel bench search                    # tens of minutes: 1M posts; measures on one core
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

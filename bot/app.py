@@ -293,11 +293,24 @@ class Monitor:
                 log.info("watching via %s: %s", label, names)
 
     def _http_app(self) -> Any:
+        """The probes, and the archive beside them when its sign-in token is set."""
         from starlette.applications import Starlette
 
         from bot.web import probes
 
-        return Starlette(routes=probes.routes(self.health, self.settings.http_token))
+        probe_routes = probes.routes(self.health, self.settings.http_token)
+        if not self.settings.web_token:
+            return Starlette(routes=probe_routes)
+        from bot.web.app import create_app
+
+        return create_app(
+            self.store,
+            token=self.settings.web_token,
+            rules_dir=self.settings.rules_dir,
+            health=self.health,
+            https=self.settings.web_https,
+            extra_routes=probe_routes,
+        )
 
     async def start(self) -> None:
         from bot.sources.web import WebSource

@@ -194,6 +194,28 @@ def run(rules: RulesOption = None, db: DbOption = None) -> None:
 
 
 @app.command()
+def web(
+    db: DbOption = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Address to listen on (default: TGSENTINEL_HTTP_HOST, 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port to listen on (default: TGSENTINEL_HTTP_PORT, 8080).")
+    ] = None,
+    rules: RulesOption = None,
+) -> None:
+    """Serve the archive (search, posts, rules, alerts, channels) over a store, without the monitor.
+
+    Needs TGSENTINEL_WEB_TOKEN, the sign-in token; stops on SIGTERM or Ctrl-C.
+    """
+    from bot.commands.web import serve_archive
+
+    settings = load_settings(database_url=db, rules_dir=rules, http_host=host, http_port=port)
+    asyncio.run(serve_archive(settings))
+
+
+@app.command()
 def status(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
@@ -381,6 +403,26 @@ def bench_ingest(
         raise InputError(f"--sizes must be numbers separated by commas, not {sizes!r}") from None
     for row in bench(counts, posts=posts, batch=batch, db=db):
         typer.echo(json.dumps(row))
+
+
+@bench_app.command("search")
+def bench_search(
+    posts: Annotated[int, typer.Option(help="Posts stored through the ingest path.")] = 1_000_000,
+    repeat: Annotated[int, typer.Option(help="Runs of each search.")] = 20,
+    pages: Annotated[int, typer.Option(help="Post pages fetched.")] = 200,
+    compare: Annotated[
+        int, typer.Option(help="Posts ingested with and without the index (0: skip).")
+    ] = 20_000,
+    db: Annotated[
+        str | None, typer.Option("--db", help="A PostgreSQL server: the run gets a schema of its own.")
+    ] = None,
+) -> None:
+    """The archive at scale, on one core: search and post page p95, store bytes per post, index cost."""
+    from bot.bench.search import run as bench
+
+    typer.echo(
+        json.dumps(bench(posts=posts, repeat=repeat, pages=pages, compare=compare, db=db), ensure_ascii=False)
+    )
 
 
 @bench_app.command("retention")

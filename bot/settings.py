@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=1, le=65535)
     # With a token, /metrics and the detail of /healthz need `Authorization: Bearer TOKEN`.
     http_token: str | None = Field(default=None, repr=False)
+    # The archive's pages and JSON API on the same port: off unless this sign-in token is set (a
+    # secret; `tgsentinel init` writes a random one). People sign in with it; scripts send it as
+    # `Authorization: Bearer TOKEN`.
+    web_token: str | None = Field(default=None, repr=False)
+    # For when a TLS proxy fronts the UI: marks the session cookie Secure, so a browser never sends
+    # it over plain HTTP. Leave it off when the UI is reached over http://127.0.0.1.
+    web_https: bool = False
 
     # Sources.
     sweep_interval: Seconds = 300.0  # between catch-up sweeps (jittered)
@@ -130,7 +137,7 @@ class Settings(BaseSettings):
 
 
 # What a command-line option is called, for a bad value given as one.
-_OPTIONS = {"database_url": "--db", "rules_dir": "--rules"}
+_OPTIONS = {"database_url": "--db", "rules_dir": "--rules", "http_host": "--host", "http_port": "--port"}
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -174,7 +181,7 @@ def _reason(err: Any, field: str) -> str:
     return f"is invalid: {str(err['msg']).removeprefix('Value error, ')}"
 
 
-_SECRET = {"api_hash", "session", "database_url", "http_token"}
+_SECRET = {"api_hash", "session", "database_url", "http_token", "web_token"}
 
 
 def _field(loc: str) -> str:

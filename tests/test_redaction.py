@@ -131,6 +131,8 @@ def store_text(db: Path) -> str:
     """Every text value of every column of every table of the SQLite store."""
     out: list[str] = []
     with sqlite3.connect(db) as conn:
+        # The search index's blocks are binary (and hold its tokens as plain bytes): read them too.
+        conn.text_factory = lambda data: data.decode("utf-8", "replace")
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
             columns = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]

@@ -176,3 +176,30 @@ def test_retention_prunes_old_messages_and_sent_deliveries_but_never_the_cursor(
     with Session(store) as s:
         assert list(s.scalars(select(Message.msg_id))) == [2]
         assert s.scalar(select(Channel.last_seen_id)) == 2
+
+
+async def test_a_posts_text_is_stored_once_unless_the_source_gave_another(sink, store):
+    # Most posts' source text is their normalised text: stored once. One whose source differs (here
+    # trailing blanks, which normalising drops) keeps the source's own, which is what its entities'
+    # offsets point into.
+    plain, decomposed = "Flood warning for the river #valley", "Cafe\u0301 closed  "
+    await sink.ingest(
+        [
+            Incoming(channel=CHAN, message_id=1, text=plain),
+            Incoming(channel=CHAN, message_id=2, text=decomposed),
+        ]
+    )
+    with Session(store) as s:
+        rows = {m.msg_id: m for m in s.scalars(select(Message))}
+        assert (rows[1].raw_text, rows[1].text, rows[1].source_text) == ("", plain, plain)
+        assert rows[2].raw_text == decomposed and rows[2].text == "Cafe\u0301 closed"
+        assert rows[2].source_text == decomposed
+    # Seen again, neither is an edit: what is compared is the source's text, however it is stored.
+    again = await sink.ingest(
+        [
+            Incoming(channel=CHAN, message_id=1, text=plain),
+            Incoming(channel=CHAN, message_id=2, text=decomposed),
+        ]
+    )
+    assert (again.unchanged, again.updated) == (2, 0)
+    assert _count(store, MessageEdit) == 0

@@ -103,7 +103,7 @@ async def test_new_post_leads_to_an_alert(world: World) -> None:
     world.fake.post(ALPHA, msg)
     await push(src.client, new_post(msg), chats=world.chats())
     assert world.alerted_ids() == [21]
-    assert world.rows()[-1].raw_text == "Flood warning for the river valley"
+    assert world.rows()[-1].source_text == "Flood warning for the river valley"
 
 
 async def test_edit_is_stored_and_rematched(world: World) -> None:
@@ -114,9 +114,9 @@ async def test_edit_is_stored_and_rematched(world: World) -> None:
     fixed = message(ALPHA, 21, "A calm day, then a flood", date=NOW, edit_date=NOW + timedelta(minutes=1))
     await push(src.client, edited(fixed), chats=world.chats())
     assert world.alerted_ids() == [21]
-    assert world.rows()[-1].raw_text == "A calm day, then a flood"
+    assert world.rows()[-1].source_text == "A calm day, then a flood"
     with Session(world.store) as s:
-        assert [e.raw_text for e in s.scalars(select(MessageEdit))] == ["A calm day"]
+        assert [e.source_text for e in s.scalars(select(MessageEdit))] == ["A calm day"]
 
 
 async def test_deletion_marks_the_post_and_keeps_its_text(world: World) -> None:
@@ -125,7 +125,7 @@ async def test_deletion_marks_the_post_and_keeps_its_text(world: World) -> None:
     await push(src.client, new_post(message(ALPHA, 21, "to be withdrawn", date=NOW)), chats=world.chats())
     await push(src.client, deleted(ALPHA, [21]))
     row = world.rows()[-1]
-    assert (row.msg_id, row.deleted, row.raw_text) == (21, True, "to be withdrawn")
+    assert (row.msg_id, row.deleted, row.source_text) == (21, True, "to be withdrawn")
 
 
 async def test_album_becomes_one_post_and_one_alert(world: World) -> None:
@@ -141,7 +141,7 @@ async def test_album_becomes_one_post_and_one_alert(world: World) -> None:
     # Telethon merges the parts about 0.5 s after the last one.
     await world.sink.wait_for(lambda: (ALPHA, 21) in world.sink.ingested)
     # The store keeps media kinds as flags, each once (the normaliser's Content.media).
-    assert [(r.msg_id, r.media, r.raw_text) for r in world.rows() if r.msg_id > 20] == [
+    assert [(r.msg_id, r.media, r.source_text) for r in world.rows() if r.msg_id > 20] == [
         (21, ["photo", "video"], "Flood photos from the valley")
     ]
     assert world.alerted_ids() == [21]

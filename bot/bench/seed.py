@@ -163,7 +163,7 @@ def seed(bench: Bench, count: int, *, created_at: datetime | None = None, alerts
                     "channel_id": ids[channel.tg_id],
                     "msg_id": msg_id,
                     "date": when,
-                    "raw_text": body,
+                    "raw_text": "",  # the same as its text
                     "entities": [],
                     "text": body,
                     "title": body[:80],

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import json
-from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -48,16 +46,6 @@ def _rules(rules_dir: Path | None) -> tuple[Path, Config]:
 
     path = load_settings(rules_dir=rules_dir).rules_dir
     return path, load_config(path)
-
-
-def _near(name: str, known: Iterable[str]) -> str:
-    known = sorted(known)
-    near = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    if near:
-        return f" (did you mean {near[0]!r}?)"
-    if not known:
-        return " (there are none)"
-    return f" (there are: {', '.join(known)})" if len(known) <= 10 else ""
 
 
 def sample_alert(destination: str) -> AlertView:
@@ -112,11 +100,12 @@ def send_test(
     import asyncio
 
     from bot.alerts.model import RetryAfter, SendError
+    from bot.alerts.silences import did_you_mean
 
     path, config = _rules(rules_dir)
     dest = config.destinations.get(destination)
     if dest is None:
-        known = _near(destination, config.destinations)
+        known = did_you_mean(destination, config.destinations)
         raise InputError(f"--destination: no destination {destination!r} in {path}{known}")
     try:
         sent, statuses = asyncio.run(_send_test(dest))
@@ -218,37 +207,24 @@ def silence_add(
     rules_dir: RulesOption = None,
 ) -> None:
     """Mute a rule (in one channel, or everywhere) for a while. The rule must be in the rules."""
-    from bot.channel import scope_key
-    from bot.duration import parse_duration
-    from bot.store.channels import now
-    from bot.store.models import Silence
+    from bot.alerts import silences
+
+    def known() -> tuple[str, set[str]]:
+        # Invalid rules exit 2 here with their FILE:LINE lines, after --for and --channel are checked.
+        path, config = _rules(rules_dir)
+        return str(path), {r.id for r in config.rules}
 
     try:
-        seconds = parse_duration(for_)
-    except ValueError as exc:
-        raise InputError(f"--for: {exc}") from None
-    try:
-        scope = scope_key(channel) if channel else None
-    except ValueError as exc:
-        raise InputError(f"--channel: {exc}") from None
-    path, config = _rules(rules_dir)
-    ids = {r.id for r in config.rules}
-    if rule not in ids:
-        # A typo would otherwise mute nothing, silently, while the noisy rule keeps paging.
-        raise InputError(f"--rule: no rule has id {rule!r} in {path}" + _near(rule, ids))
+        new = silences.prepare(rule, for_, rules=known, channel=channel, reason=reason)
+    except silences.SilenceError as exc:
+        raise InputError(f"--{exc.field}: {exc.reason}") from None
     engine = _store(db)
     with Session(engine) as session, session.begin():
-        row = Silence(
-            rule_id=rule,
-            channel=scope,
-            until=now() + timedelta(seconds=seconds),
-            reason=reason,
-            created_at=now(),
-        )
-        session.add(row)
-        session.flush()
+        row = silences.add(session, new)
         typer.echo(
-            json.dumps({"id": row.id, "rule": rule, "channel": row.channel, "until": row.until.isoformat()})
+            json.dumps(
+                {"id": row.id, "rule": row.rule, "channel": row.channel, "until": row.until.isoformat()}
+            )
         )
     engine.dispose()
 
@@ -256,24 +232,12 @@ def silence_add(
 @silence_app.command("list")
 def silence_list(db: DbOption = None) -> None:
     """Active silences, one JSON line each."""
-    from bot.store.channels import now
-    from bot.store.models import Silence
+    from bot.alerts import silences
 
     engine = _store(db)
     with Session(engine) as session:
-        for s in session.scalars(select(Silence).where(Silence.until > now()).order_by(Silence.id)):
-            typer.echo(
-                json.dumps(
-                    {
-                        "id": s.id,
-                        "rule": s.rule_id,
-                        "channel": s.channel,
-                        "until": s.until.isoformat(),
-                        "reason": s.reason,
-                    },
-                    ensure_ascii=False,
-                )
-            )
+        for s in silences.active(session):
+            typer.echo(json.dumps(s.record(), ensure_ascii=False))
     engine.dispose()
 
 
@@ -282,13 +246,11 @@ def silence_remove(
     silence_id: Annotated[int, typer.Argument(help="The silence's id.")], db: DbOption = None
 ) -> None:
     """End a silence now."""
-    from bot.store.models import Silence
+    from bot.alerts import silences
 
     engine = _store(db)
     with Session(engine) as session, session.begin():
-        row = session.get(Silence, silence_id)
-        if row is None:
+        if not silences.remove(session, silence_id):
             raise InputError(f"no silence with id {silence_id}")
-        session.delete(row)
     engine.dispose()
     typer.echo(f"silence {silence_id} removed", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,19 @@ destinations:
 """
 
 
+WEB_TOKEN_LINE = "# TGSENTINEL_WEB_TOKEN="
+
+
+def env_file() -> str:
+    """`.env.example` with a fresh random archive sign-in token set: the UI is on from the first run,
+    behind a secret nobody else has (the rest stays commented out, keeping its defaults)."""
+    text = env_example().read_text(encoding="utf-8")
+    token = secrets.token_urlsafe(32)
+    if WEB_TOKEN_LINE not in text:  # a packaging mistake; the UI just stays off
+        return text
+    return text.replace(WEB_TOKEN_LINE, f"TGSENTINEL_WEB_TOKEN={token}", 1)
+
+
 def init(directory: Path, force: bool = False) -> list[Path]:
     """Write `rules/`, `.env` and `data/` under `directory`; return what was written.
 
@@ -41,7 +55,7 @@ def init(directory: Path, force: bool = False) -> list[Path]:
     files: dict[Path, str | Path] = {
         rules / "watch.yaml": WATCH_YAML,
         rules / "schema.json": defaults() / "schema.json",
-        directory / ".env": env_example(),
+        directory / ".env": env_file(),
     }
     files.update(
         {rules / "examples" / src.name: src for src in sorted((defaults() / "examples").glob("*.yaml"))}

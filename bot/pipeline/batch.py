@@ -90,6 +90,10 @@ class Batch:
 
 
 class Stage(Protocol):
-    """One step from post to delivery. It runs inside the batch's one transaction."""
+    """One step from post to delivery. It runs inside the batch's one transaction.
+
+    A stage with CPU work per post that needs no store (tokenizing, say) also has `prepare(content)`:
+    the ingest runs it ahead, in the match thread, so the store's one thread spends no time on it.
+    """
 
     def run(self, session: Session, batch: Batch) -> None: ...

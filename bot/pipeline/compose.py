@@ -1,6 +1,6 @@
 """The order of the stages, from a source's post to its deliveries. Read this file to see the flow.
 
-    normalise -> store -> match -> baseline -> stale -> silenced -> duplicate -> hold -> fan-out
+    normalise -> store -> index -> match -> baseline -> stale -> silenced -> duplicate -> hold -> fan-out
 
 Each stage is a small value with one `run(session, batch)`; each lives in a module named after it.
 They all run inside one transaction, so a batch is stored, matched and queued whole or not at all,
@@ -9,16 +9,18 @@ and every stage reads the one rule-set snapshot the batch was started with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from bot.parse.model import Content
 from bot.pipeline.baseline import Baseline
 from bot.pipeline.batch import Batch, Stage
 from bot.pipeline.duplicate import Duplicate
 from bot.pipeline.fanout import FanOut
 from bot.pipeline.hold import Hold
+from bot.pipeline.index import IndexPosts
 from bot.pipeline.match import MatchRules
 from bot.pipeline.normalise import Normalise
 from bot.pipeline.silenced import Silenced
@@ -38,6 +40,7 @@ def stages(windows: Windows = Windows()) -> tuple[Stage, ...]:
     return (
         Normalise(),  # text and entities -> Content: hashtags, title, fingerprint
         StorePosts(),  # upsert by (channel, message id); edits keep their history; the cursor moves
+        IndexPosts(),  # the search index: new posts in, edited ones' old words out and new ones in
         MatchRules(),  # the batch's rule set over new and edited posts; one match per rule and post
         # The alert filters: each drops what must not page anyone, and counts it.
         Baseline(),  # a new channel's history, a backfill, an import
@@ -47,6 +50,11 @@ def stages(windows: Windows = Windows()) -> tuple[Stage, ...]:
         Hold(),  # throttle and digest: held, to be folded into one follow-up later
         FanOut(),  # an alert, and one delivery per destination
     )
+
+
+def preparations(pipeline: Sequence[Stage]) -> tuple[Callable[[Content], None], ...]:
+    """The stages' work to run ahead of the transaction, per post (see `Stage`)."""
+    return tuple(stage.prepare for stage in pipeline if hasattr(stage, "prepare"))
 
 
 def run(session: Session, batch: Batch, pipeline: Sequence[Stage]) -> Batch:

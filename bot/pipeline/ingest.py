@@ -62,7 +62,7 @@ class Ingest:
         # The snapshot is taken here, once: every stage of this batch judges by the same rules.
         rules = self.rules()
         # Matched first, in the match thread: a slow rule must not hold up the store's one thread.
-        ahead = await self.matcher.ahead(items, rules)
+        ahead = await self.matcher.ahead(items, rules, compose.preparations(self.stages))
         # One batch's transaction at a time, on every database: the duplicate and throttle stages
         # look before they insert, and two channels' polls carrying one story must not both miss
         # the other's uncommitted alert (on PostgreSQL the store's threads would run them together).

@@ -12,6 +12,7 @@ edits) is matched here, on the same budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from bot import channel, metrics
 from bot.config.ruleset import RuleSet
 from bot.parse import normalise
+from bot.parse.model import Content
 from bot.pipeline.batch import Batch, Candidate
 from bot.rules.engine import BATCH_BUDGET, POST_BUDGET, Ahead, Budget, Limits, MatchInput
 from bot.sources.model import ChannelRef, Incoming
@@ -52,15 +54,23 @@ class Matcher:
         self.limits = limits
         self.ops = ops
 
-    async def ahead(self, items: Sequence[Incoming], rules: RuleSet | None) -> Ahead | None:
+    async def ahead(
+        self,
+        items: Sequence[Incoming],
+        rules: RuleSet | None,
+        prepare: Sequence[Callable[[Content], None]] = (),
+    ) -> Ahead | None:
+        """The batch's matches, and each stage's `prepare` of every post, in the match thread."""
         if rules is None or not items:
             return None
         loop = asyncio.get_running_loop()
-        ahead = await loop.run_in_executor(_thread(), self.ahead_sync, items, rules)
+        ahead = await loop.run_in_executor(_thread(), self.ahead_sync, items, rules, prepare)
         await self.tell(rules)
         return ahead
 
-    def ahead_sync(self, items: Sequence[Incoming], rules: RuleSet) -> Ahead:
+    def ahead_sync(
+        self, items: Sequence[Incoming], rules: RuleSet, prepare: Sequence[Callable[[Content], None]] = ()
+    ) -> Ahead:
         engine = rules.engine
         ahead = Ahead(engine, Budget(self.limits, len(items)))
         for item in items:
@@ -70,6 +80,9 @@ class Matcher:
                     item.content = normalise(item.text, item.entities, item.media)
                 except Exception:
                     continue  # the normalise stage meets it again, and rejects the post
+            for work in prepare:
+                with contextlib.suppress(Exception):  # its stage meets it again, in the transaction
+                    work(item.content)
             # As the stage will see it, as far as can be known before storing: most posts are new.
             post = engine.key(
                 MatchInput(

@@ -25,7 +25,7 @@ from bot.pipeline.batch import Batch, Post
 from bot.sources.model import Incoming, Revision, storable
 from bot.store import channels as channel_rows
 from bot.store.db import chunks
-from bot.store.models import Message, MessageEdit
+from bot.store.models import Message, MessageEdit, stored_raw_text
 
 # Columns an edit leaves as they were: when the post was first stored, and whether it was deleted.
 _KEPT_ON_EDIT = ("created_at", "deleted")
@@ -57,7 +57,7 @@ class StorePosts:
                 new.append(post)
                 batch.posts.append(post)
                 batch.ingested[item.channel.key] += 1
-            elif Revision.of(row.raw_text, row.media).edited(Revision.of(item.text, content.media)):
+            elif Revision.of(row.source_text, row.media).edited(Revision.of(item.text, content.media)):
                 session.add(
                     MessageEdit(
                         message_id=row.id,
@@ -140,7 +140,7 @@ def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime)
         "date": item.date,
         # A page that only says "edited" gives no time: when it was seen so is the time known.
         "edit_date": item.edit_date or (stamp if item.edited else None),
-        "raw_text": item.text,
+        "raw_text": stored_raw_text(item.text, content.text),
         "entities": [{k: v for k, v in asdict(e).items() if v is not None} for e in item.entities],
         "text": content.text,
         "title": content.title,

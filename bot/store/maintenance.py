@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -33,6 +34,11 @@ _FINISHED = ("sent", "folded")
 _OWED = ("pending", "held", "dead")
 # In this order: a finished delivery goes first, so that its alert is an orphan the next phase takes.
 _TABLES = ("deliveries", "alerts", "messages")
+
+# Run in the transaction of each batch that deleted messages, after the delete: what keeps its own
+# record of messages and must forget the deleted ones registers here (the search index, bot.search,
+# a layer above the store).
+after_messages_deleted: list[Callable[[Session], None]] = []
 
 
 def database_size(engine: Engine) -> int:
@@ -77,6 +83,9 @@ class Pruner:
         started = time.perf_counter()
         with Session(self.engine) as session, session.begin():
             count = session.execute(self._statement(phase, limit)).rowcount or 0
+            if phase == "messages" and count:
+                for hook in after_messages_deleted:
+                    hook(session)
         elapsed = time.perf_counter() - started
         self.removed[phase] += count
         if count < limit:
@@ -143,6 +152,22 @@ def checkpoint(conn: Connection) -> None:
         conn.exec_driver_sql(f"PRAGMA busy_timeout={previous}")
 
 
+def optimize_fts(conn: Connection) -> None:
+    """Merge each FTS5 index (the search index) into one segment, dropping what deleted rows left.
+
+    An FTS5 table without content forgets a deleted row by writing a tombstone; the row's entries
+    and the tombstone go only when the segments holding them are merged, and the oldest posts (those
+    a prune deletes) sit in the oldest, largest segment. 'optimize' rewrites the whole index: a job
+    for `db vacuum`, not for the hourly prune.
+    """
+    names = conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%fts5%'"
+    ).scalars()
+    for name in list(names):
+        quoted = '"' + name.replace('"', '""') + '"'
+        conn.exec_driver_sql(f"INSERT INTO {quoted} ({quoted}) VALUES ('optimize')")
+
+
 @dataclass(frozen=True)
 class Vacuumed:
     dialect: str
@@ -155,13 +180,15 @@ def vacuum(engine: Engine) -> Vacuumed:
 
     SQLite reuses the pages a prune frees but never returns them to the file system: VACUUM
     rewrites the file (it needs as much free space again, and holds the writer lock throughout).
-    In WAL mode the rewrite goes through the WAL, hence a checkpoint before and after. PostgreSQL's
+    In WAL mode the rewrite goes through the WAL, hence a checkpoint before and after; the search
+    index is merged first, so that what pruned posts left in it goes too (`optimize_fts`). PostgreSQL's
     autovacuum already makes that space reusable; a plain VACUUM (ANALYZE) takes no lock that stops
     readers or writers, and naming our tables keeps it off everyone else's in a shared database.
     """
     before = database_size(engine)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "sqlite":
+            optimize_fts(conn)
             checkpoint(conn)
             conn.exec_driver_sql("VACUUM")
             checkpoint(conn)

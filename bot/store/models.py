@@ -80,9 +80,11 @@ class Message(Base):
     msg_id: Mapped[int] = mapped_column(BigInteger)
     date: Mapped[datetime | None]
     edit_date: Mapped[datetime | None]
+    # The text as the source gave it (what `entities` point into), or '' when it is `text` itself,
+    # as it is for most posts: a second copy of every post's text was a third of the store.
     raw_text: Mapped[str] = mapped_column(Text)
     entities: Mapped[list[Any]] = mapped_column(JSON)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)  # normalised: what the rules match and the search indexes
     title: Mapped[str] = mapped_column(Text)
     hashtags: Mapped[list[Any]] = mapped_column(JSON)
     mentions: Mapped[list[Any]] = mapped_column(JSON)
@@ -101,6 +103,15 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
 
+    @property
+    def source_text(self) -> str:
+        return self.raw_text or self.text
+
+
+def stored_raw_text(raw_text: str, text: str) -> str:
+    """What `raw_text` holds for a post: '' when the source's text is the normalised text."""
+    return "" if raw_text == text else raw_text
+
 
 class MessageEdit(Base):
     """A message's earlier versions: the text it had before each edit."""
@@ -110,9 +121,13 @@ class MessageEdit(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     edit_date: Mapped[datetime | None]
-    raw_text: Mapped[str] = mapped_column(Text)
+    raw_text: Mapped[str] = mapped_column(Text)  # '' when it is `text`, as in `messages`
     text: Mapped[str] = mapped_column(Text)
     recorded_at: Mapped[datetime]
+
+    @property
+    def source_text(self) -> str:
+        return self.raw_text or self.text
 
     message: Mapped[Message] = relationship()
 

@@ -1,0 +1,34 @@
+"""Stage: keep the search index in step with what the store stage just wrote.
+
+New posts are indexed from their content, as stored. Edited posts: on SQLite the store's trigger
+kept the text the index knew, and `catch_up` swaps it for the new one (deleted posts' go the same
+way); on PostgreSQL the post's row is replaced.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from bot.parse.model import Content
+from bot.pipeline.batch import Batch
+from bot.search import index, tokens
+from bot.sources.model import storable
+
+
+class IndexPosts:
+    def prepare(self, content: Content) -> None:
+        """A post's index document, worked out ahead in the match thread: `run` then finds it made."""
+        tokens.document(storable(content.text), content.hashtags)
+
+    def run(self, session: Session, batch: Batch) -> None:
+        conn = session.connection()
+        postgres = conn.dialect.name != "sqlite"
+        index.catch_up(conn, frozenset(p.message_id for p in batch.posts if not p.is_edit))
+        index.add(
+            conn,
+            [
+                (post.message_id, storable(post.content.text), post.content.hashtags)
+                for post in batch.posts
+                if postgres or not post.is_edit
+            ],
+        )

@@ -1,0 +1,174 @@
+"""The index on each store, and keeping it in step with `messages`.
+
+SQLite: `search_fts`, an FTS5 table without content of its own (only the inverted index: what a post
+says stays in `messages.text`), rowid = messages.id, two columns: `body`, the stems of the post's text
+(its title line included), and `tags`, its hashtags. Its tokenizer is `ascii`, which splits on ASCII
+space and punctuation only: the stems, already folded and made of letters and digits, go in as they
+are (`_` is kept, for tags like `#breaking_news`).
+
+A contentless table forgets a row only when told the tokens it was indexed with, so the old text is
+needed when a post is deleted or edited. Two triggers copy it into `search_stale` as the row changes,
+whoever changes it (the ingest path, the retention prune, someone in the sqlite3 shell), and
+`catch_up` takes those rows out of the index, in the same transaction: the ingest stage runs it on
+each batch, and the prune after each of its batches (through the hook `bot.store.maintenance` has).
+
+PostgreSQL: `search_docs`, one row per post (ON DELETE CASCADE from messages) with a `tsvector` of
+the same tokens, written as a literal (the body's stems at their positions, the tags at weight A after
+them), under a GIN index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.orm import Session
+
+from bot.search import tokens
+from bot.store import maintenance
+
+FTS = "search_fts"
+STALE = "search_stale"
+DOCS = "search_docs"
+BATCH = 2_000  # posts per statement when indexing what is already stored
+
+_KEEP_OLD = (
+    f"INSERT OR IGNORE INTO {STALE} (message_id, text, hashtags) VALUES (old.id, old.text, old.hashtags)"
+)
+SQLITE_DDL = (
+    # detail=full keeps positions, for phrases. The per-row sizes (columnsize=1, the default) cost
+    # about a dozen bytes a post; without them bm25 ranks a post that says a word once above one
+    # that says it three times (measured: the sizes of a contentless table read as -1).
+    f"CREATE VIRTUAL TABLE {FTS} USING fts5(body, tags, content='', detail=full, "
+    "tokenize=\"ascii tokenchars '_'\")",
+    f"CREATE TABLE {STALE} (message_id INTEGER PRIMARY KEY, text TEXT NOT NULL, hashtags TEXT NOT NULL)",
+    # OR IGNORE: a row edited twice before its stale copy is taken out keeps the copy that was indexed.
+    f"CREATE TRIGGER search_stale_deleted AFTER DELETE ON messages BEGIN {_KEEP_OLD}; END",
+    "CREATE TRIGGER search_stale_edited AFTER UPDATE OF text, hashtags ON messages "
+    f"WHEN old.text IS NOT new.text OR old.hashtags IS NOT new.hashtags BEGIN {_KEEP_OLD}; END",
+)
+SQLITE_DROP = (
+    "DROP TRIGGER IF EXISTS search_stale_edited",
+    "DROP TRIGGER IF EXISTS search_stale_deleted",
+    f"DROP TABLE IF EXISTS {STALE}",
+    f"DROP TABLE IF EXISTS {FTS}",
+)
+POSTGRES_DDL = (
+    f"CREATE TABLE {DOCS} (message_id INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE, "
+    "doc tsvector NOT NULL)",
+)
+POSTGRES_INDEX = f"CREATE INDEX ix_search_docs_doc ON {DOCS} USING gin (doc)"
+POSTGRES_DROP = (f"DROP TABLE IF EXISTS {DOCS}",)
+
+_MAX_POSITION = 16_383  # PostgreSQL's
+
+
+def _hashtags(value: Any) -> list[str]:
+    if isinstance(value, str):  # the JSON text, as a trigger copied it
+        value = json.loads(value) if value else []
+    return [str(v) for v in value or ()]
+
+
+def tsvector(text_: str, hashtags: Iterable[str]) -> str:
+    """A post's tsvector, as PostgreSQL reads a literal: 'stem':1,4 'tag':9A."""
+    positions: dict[str, list[str]] = defaultdict(list)
+    body, _ = tokens.document(text_, hashtags)
+    stems = body.split()
+    for i, stem in enumerate(stems, 1):
+        positions[stem].append(str(min(i, _MAX_POSITION)))
+    for i, tag in enumerate(tokens.tags(hashtags), len(stems) + 1):
+        positions[tag].append(f"{min(i, _MAX_POSITION)}A")
+    return " ".join(f"'{_quote(lexeme)}':{','.join(dict.fromkeys(p))}" for lexeme, p in positions.items())
+
+
+def _quote(lexeme: str) -> str:
+    return lexeme.replace("\\", "\\\\").replace("'", "''")
+
+
+def add(conn: Connection, rows: Sequence[tuple[int, str, Any]]) -> None:
+    """Index posts (id, text, hashtags) that the index does not hold yet (PostgreSQL: or replace them)."""
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            f"INSERT INTO {FTS} (rowid, body, tags) VALUES (?, ?, ?)",
+            [(row_id, *tokens.document(body, _hashtags(tags))) for row_id, body, tags in rows],
+        )
+        return
+    conn.execute(
+        text(
+            f"INSERT INTO {DOCS} (message_id, doc) VALUES (:id, CAST(:doc AS tsvector)) "
+            "ON CONFLICT (message_id) DO UPDATE SET doc = excluded.doc"
+        ),
+        [{"id": row_id, "doc": tsvector(body, _hashtags(tags))} for row_id, body, tags in rows],
+    )
+
+
+def catch_up(conn: Connection, new: frozenset[int] = frozenset()) -> int:
+    """SQLite: take deleted and edited posts' old tokens out of the index, and index edited posts'
+    new ones (not those in `new`, which the caller indexes: a deleted row's id can come back); how
+    many stale rows there were. A no-op on PostgreSQL (its rows follow by cascade, and
+    the ingest stage replaces an edited post's)."""
+    if conn.dialect.name != "sqlite":
+        return 0
+    stale = conn.exec_driver_sql(f"SELECT message_id, text, hashtags FROM {STALE}").all()
+    if not stale:
+        return 0
+    conn.exec_driver_sql(
+        f"INSERT INTO {FTS} ({FTS}, rowid, body, tags) VALUES ('delete', ?, ?, ?)",
+        [(row_id, *tokens.document(body, _hashtags(tags))) for row_id, body, tags in stale],
+    )
+    conn.exec_driver_sql(f"DELETE FROM {STALE}")
+    ids = [row_id for row_id, _, _ in stale if row_id not in new]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        edited = conn.exec_driver_sql(
+            f"SELECT id, text, hashtags FROM messages WHERE id IN ({marks})", tuple(chunk)
+        ).all()
+        add(conn, [tuple(row) for row in edited])
+    return len(stale)
+
+
+def fill(conn: Connection, batch: int = BATCH) -> int:
+    """Index every stored post, in batches by id (the migration that creates the index); the count."""
+    done, last = 0, 0
+    while True:
+        rows = conn.execute(
+            text("SELECT id, text, hashtags FROM messages WHERE id > :last ORDER BY id LIMIT :n"),
+            {"last": last, "n": batch},
+        ).all()
+        if not rows:
+            return done
+        add(conn, [tuple(row) for row in rows])
+        done += len(rows)
+        last = rows[-1][0]
+
+
+def create(conn: Connection) -> int:
+    """Create the index on this store and index what it holds; the number of posts indexed."""
+    if conn.dialect.name == "sqlite":
+        for statement in SQLITE_DDL:
+            conn.exec_driver_sql(statement)
+        return fill(conn)
+    for statement in POSTGRES_DDL:
+        conn.exec_driver_sql(statement)
+    done = fill(conn)
+    conn.exec_driver_sql(POSTGRES_INDEX)  # after the rows: one build, not a million updates
+    conn.exec_driver_sql(f"ANALYZE {DOCS}")
+    return done
+
+
+def drop(conn: Connection) -> None:
+    for statement in SQLITE_DROP if conn.dialect.name == "sqlite" else POSTGRES_DROP:
+        conn.exec_driver_sql(statement)
+
+
+def _after_prune(session: Session) -> None:
+    catch_up(session.connection())
+
+
+maintenance.after_messages_deleted.append(_after_prune)
