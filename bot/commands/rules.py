@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,59 +54,6 @@ def check(
         f"{_plural(len(config.channels), 'channel')}, {_plural(len(config.destinations), 'destination')}"
         f"{warned}"
     )
-
-
-def backtest_db(url: str, engine: Engine, since: datetime | None = None) -> Iterator[dict]:
-    """Backtest over stored messages, oldest first, in pages: each record says the post's
-    `message_id`, `channel` (its key), `date` and `url` (its t.me link, where the channel has a
-    username)."""
-    return backtest(_stored_posts(url, since), engine)
-
-
-def _stored_posts(url: str, since: datetime | None) -> Iterator[tuple[dict[str, Any], MatchInput]]:
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
-    from bot.alerts.render import post_url
-    from bot.channel import key
-    from bot.store.channels import names
-    from bot.store.db import release
-    from bot.store.migrate import open_store
-    from bot.store.models import Channel, Message
-
-    store = open_store(url, create=False)
-    try:
-        with Session(store) as session:
-            query = (
-                select(Message, Channel)
-                .join(Channel, Channel.id == Message.channel_id)
-                .order_by(Message.id)
-                .execution_options(yield_per=1000)
-            )
-            if since is not None:
-                when = since if since.tzinfo else since.astimezone()
-                query = query.where(func.coalesce(Message.date, Message.created_at) >= when)
-            for message, channel in session.execute(query):
-                date = message.date
-                if date is not None and date.tzinfo is None:
-                    date = date.replace(tzinfo=UTC)  # the store keeps UTC
-                yield (
-                    {
-                        "message_id": message.msg_id,
-                        "channel": key(username=channel.username, tg_id=channel.tg_id, dump=channel.dump),
-                        "date": date.isoformat() if date is not None else None,
-                        "url": post_url(channel.username, message.msg_id),
-                        "title": message.title,
-                    },
-                    MatchInput(
-                        text=message.text,
-                        hashtags=tuple(message.hashtags),
-                        channel_names=names(channel),
-                        is_forward=message.forwarded_from is not None or message.fwd_tg_id is not None,
-                    ),
-                )
-    finally:
-        release(store)
 
 
 def _dump_posts(path: Path, channel: str) -> Iterator[tuple[dict[str, Any], MatchInput]]:
@@ -180,8 +127,10 @@ def test(
             read += 1
             yield post
 
+    from bot.web.backtest import posts_at
+
     matched = 0
-    posts = _dump_posts(file, channel) if file is not None else _stored_posts(db, since)  # type: ignore[arg-type]
+    posts = _dump_posts(file, channel) if file is not None else posts_at(db, since)  # type: ignore[arg-type]
     for record in backtest(counted(posts), engine):
         matched += 1
         typer.echo(json.dumps(record, ensure_ascii=False))
