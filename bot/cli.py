@@ -440,6 +440,22 @@ def bench_retention(
     typer.echo(json.dumps(bench(old=old, recent=recent, batch=batch, db=db)))
 
 
+@bench_app.command("stories")
+def bench_stories(
+    threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity for the same story.")] = 0.7,
+    posts: Annotated[int, typer.Option(help="Generated posts assigned and indexed for throughput.")] = 10_000,
+    memory_posts: Annotated[int, typer.Option(help="Posts indexed to measure bytes per post.")] = 100_000,
+    compare: Annotated[bool, typer.Option(help="Also time the replay path on the same posts.")] = True,
+) -> None:
+    """Near-duplicate stories: precision, recall and F1 on the labelled set, posts/s, bytes per post."""
+    from bot.bench.stories import run as bench
+
+    if not 0.0 < threshold <= 1.0:
+        raise InputError(f"--threshold must be above 0 and at most 1, not {threshold}")
+    result = bench(threshold=threshold, posts=posts, memory_posts=memory_posts, compare=compare)
+    typer.echo(json.dumps(result, ensure_ascii=False))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers (TGSENTINEL_LOG_FORMAT=json)."""
 
