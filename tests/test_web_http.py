@@ -329,9 +329,24 @@ def test_the_api_answers_a_bearer_token_with_hits_pages_posts_and_errors(web: We
                 break
         assert len(seen) == 11 == len(set(seen))
 
-        for bad in ({"since": "last week"}, {"limit": "0"}, {"order": "sideways"}, {"edited": "maybe"}):
+        for bad in (
+            {"since": "last week"},
+            {"limit": "0"},
+            {"order": "sideways"},
+            {"edited": "maybe"},
+            {"until": "9999-12-31"},  # the day after has no datetime
+            {"since": "0001-01-01T00:00+05:00"},  # nor has this a UTC time
+        ):
             refused = http.get("/api/search", params={"q": "x", **bad}, headers=bearer())
             assert refused.status_code == 400 and set(refused.json()) == {"error"}, bad
+
+
+def test_a_bad_query_in_the_htmx_form_shows_its_error_in_place(web: Web) -> None:
+    # htmx swaps no 4xx answer: a 400 fragment would leave the old results up, with no word of why.
+    with signed_in(web) as (http, _):
+        got = http.get("/search", params={"q": '"unclosed'}, headers={"HX-Request": "true"})
+        assert got.status_code == 200 and "unclosed quote" in got.text
+        assert "<html" not in got.text  # the fragment, not the page
 
 
 def test_the_exports_stream_the_whole_result_set(web: Web) -> None:

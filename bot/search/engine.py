@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any
 
@@ -47,7 +48,7 @@ from bot.parse.media import VOCABULARY
 from bot.search import index
 from bot.search.model import Filters, Hit, Order, QueryError, Results
 from bot.search.query import Query, Term, parse, pieces, spans
-from bot.store.models import Channel, Match, Message
+from bot.store.models import MAX_ROW_ID, Channel, Match, Message
 
 SNIPPET = 240  # characters of text around the first hit
 _BEFORE = 60  # of them, before it
@@ -78,6 +79,8 @@ def fts_query(query: Query) -> str:
 
 
 def _ts_lexeme(stem: str, suffix: str = "") -> str:
+    if len(stem.encode()) > index.MAX_LEXEME_BYTES:
+        raise QueryError(f"a word of over {index.MAX_LEXEME_BYTES:,} bytes cannot be searched")
     return "'" + stem.replace("\\", "\\\\").replace("'", "''") + "'" + suffix
 
 
@@ -162,18 +165,27 @@ def _cursor(order: str, score: float | None, row_id: int, floor: int | None) -> 
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+_MAX_CURSOR = 200  # bytes: a cursor this code wrote is a quarter of that
+
+
+def _row_id(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_ROW_ID
+
+
 def _read_cursor(cursor: str, order: str) -> tuple[float | None, int, int | None]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(raw) > _MAX_CURSOR:
+            raise ValueError
         kind, score, row_id, floor = json.loads(raw)
         if (
             kind != order
-            or not isinstance(row_id, int)
-            or not (floor is None or isinstance(floor, int))
-            or not (score is None or isinstance(score, float | int))
+            or not _row_id(row_id)
+            or not (floor is None or _row_id(floor))
+            or not (score is None or (type(score) in (int, float) and math.isfinite(score)))
         ):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise QueryError(_BAD_CURSOR) from None
     return (None if score is None else float(score)), row_id, floor
 

@@ -64,6 +64,9 @@ POSTGRES_INDEX = f"CREATE INDEX ix_search_docs_doc ON {DOCS} USING gin (doc)"
 POSTGRES_DROP = (f"DROP TABLE IF EXISTS {DOCS}",)
 
 _MAX_POSITION = 16_383  # PostgreSQL's
+# PostgreSQL refuses a whole tsvector with one lexeme longer ("word is too long"): one such post
+# would fail its batch for good. Nobody searches for a 2 KB word; it is left out of the index.
+MAX_LEXEME_BYTES = 2_047
 
 
 def _hashtags(value: Any) -> list[str]:
@@ -81,6 +84,9 @@ def tsvector(text_: str, hashtags: Iterable[str]) -> str:
         positions[stem].append(str(min(i, _MAX_POSITION)))
     for i, tag in enumerate(tokens.tags(hashtags), len(stems) + 1):
         positions[tag].append(f"{min(i, _MAX_POSITION)}A")
+    for lexeme in [x for x in positions if len(x) * 4 > MAX_LEXEME_BYTES]:
+        if len(lexeme.encode()) > MAX_LEXEME_BYTES:
+            del positions[lexeme]
     return " ".join(f"'{_quote(lexeme)}':{','.join(dict.fromkeys(p))}" for lexeme, p in positions.items())
 
 

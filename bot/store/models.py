@@ -42,6 +42,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+# The highest id a row can have (a BIGINT): a larger one asked for is no row, not a driver's overflow.
+MAX_ROW_ID = 2**63 - 1
+
+
 def alert_key() -> str:
     """A new alert's idempotency key: the same on every retry of its deliveries."""
     return f"msg_{uuid.uuid4().hex}"

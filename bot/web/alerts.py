@@ -23,14 +23,14 @@ from starlette.routing import BaseRoute, Route
 from bot.alerts import silences
 from bot.alerts.worker import retry_dead
 from bot.redact import SECRETS
-from bot.store.models import Alert, Delivery
+from bot.store.models import MAX_ROW_ID, Alert, Delivery
 from bot.web.page import blocking, check_csrf, form, json_error, render, store
 from bot.web.rules import loaded
 
 STATUSES = ("pending", "held", "sent", "dead", "folded")
 SHOWN = 100
 MAX_LIMIT = 500
-MAX_ID = 2**63 - 1
+
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -102,7 +102,7 @@ def retry(engine: Engine, delivery_id: int) -> None:
     """Queue a dead delivery again, as `tgsentinel alerts retry ID` does (blocking). NotFound when
     there is no such delivery, ValueError when it is not dead."""
     with Session(engine) as session, session.begin():
-        if delivery_id > MAX_ID or session.get(Delivery, delivery_id) is None:
+        if delivery_id > MAX_ROW_ID or session.get(Delivery, delivery_id) is None:
             raise NotFound(f"no delivery {delivery_id}")
         if retry_dead(session, delivery_id) == 0:
             raise ValueError(f"delivery {delivery_id} is not dead: only a dead delivery is sent again")
@@ -119,7 +119,7 @@ def list_silences(engine: Engine) -> list[dict[str, Any]]:
 
 
 def remove_silence(engine: Engine, silence_id: int) -> bool:
-    if silence_id > MAX_ID:
+    if silence_id > MAX_ROW_ID:
         return False
     with Session(engine) as session, session.begin():
         return silences.remove(session, silence_id)

@@ -22,13 +22,12 @@ from bot import channel as channels
 from bot.alerts.render import post_url
 from bot.redact import redact
 from bot.search import QueryError, highlight
-from bot.store.models import Alert, Channel, Delivery, Match, Message, MessageEdit
+from bot.store.models import MAX_ROW_ID, Alert, Channel, Delivery, Match, Message, MessageEdit
 from bot.web.page import blocking, json_error, render, store
 from bot.web.text import diff, pieces, rendered
 
 SAME_STORY_SHOWN = 50
 HIT_CONTEXT = 120  # characters of text shown either side of a rule's hits
-MAX_ROW_ID = 2**63 - 1  # beyond a BIGINT no row can be: a 404, not the driver's overflow error
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -176,13 +175,13 @@ def _query_marks(text: str, query: str) -> list[tuple[int, int]]:
     return spans if pos == len(text) else []  # pieces of another text: mark nothing rather than wrongly
 
 
-async def post_page(request: Request) -> Response:
-    row_id: int = request.path_params["row_id"]
-    post = await blocking(post_record, store(request), row_id) if row_id <= MAX_ROW_ID else None
+def _post_context(engine: Engine, row_id: int, query: str) -> dict[str, Any] | None:
+    """The post page's context (blocking): the diffs of a long edit history and the rendering of a
+    long post are CPU work that must not stall the monitor's event loop."""
+    post = post_record(engine, row_id)
     if post is None:
-        raise HTTPException(404, f"no post {row_id} in the store")
-    query = request.query_params.get("q", "").strip()
-    context = {
+        return None
+    return {
         "post": post,
         "query": query,
         "body": rendered(post["raw_text"], post["entities"], _query_marks(post["raw_text"], query)),
@@ -191,6 +190,14 @@ async def post_page(request: Request) -> Response:
             {**m, "pieces": pieces(post["text"], _hit_spans(m), HIT_CONTEXT)} for m in post["matches"]
         ],
     }
+
+
+async def post_page(request: Request) -> Response:
+    row_id: int = request.path_params["row_id"]
+    query = request.query_params.get("q", "").strip()
+    context = await blocking(_post_context, store(request), row_id, query) if row_id <= MAX_ROW_ID else None
+    if context is None:
+        raise HTTPException(404, f"no post {row_id} in the store")
     return render(request, "post.html", context)
 
 

@@ -70,9 +70,11 @@ def _time(name: str, value: str, *, end: bool) -> datetime:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return start + timedelta(days=1) if end else start
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        when.astimezone(UTC)  # the store compares in UTC: year 1 at +05:00 has no UTC time
+    except (ValueError, OverflowError):
         raise BadParameter(f"{name}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return when
 
 
 def _flag(name: str, value: str) -> bool:
@@ -217,7 +219,9 @@ async def search_page(request: Request) -> Response:
         context["error"] = str(exc)
         status = 400
     if wants_partial(request):
-        response = render(request, "search_results.html", context, status=status)
+        # htmx swaps no 4xx answer: the fragment carries the error as a 200, or the old results
+        # would stay on screen with no word of why.
+        response = render(request, "search_results.html", context)
     else:
         context["options"] = await options(request)
         response = render(request, "search.html", context, status=status)
