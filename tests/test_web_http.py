@@ -4,6 +4,7 @@ hostile post text, the JSON API and its OpenAPI description, and the command's o
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import io
@@ -230,6 +231,24 @@ def test_a_wrong_token_is_refused_slowly_and_never_echoed(web: Web) -> None:
         for evil in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
             page = http.get("/login", params={"next": evil})
             assert 'name="next" value="/search"' in page.text, evil
+
+
+def test_guesses_in_parallel_are_refused_at_once_and_never_compared(web: Web) -> None:
+    # While one wrong token waits out its delay, no other token is even compared: a parallel guess
+    # learns nothing (429, even the right token), and guesses never pile up on the port's connections.
+    wrong = {"Authorization": "Bearer nope"}
+    with client(web) as first, client(web) as second:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(first.get, "/api/search", headers=wrong)
+            deadline = time.monotonic() + 5
+            while True:
+                got = second.get("/api/search", params={"q": "x"}, headers=bearer())
+                if got.status_code == 429 or waiting.done() or time.monotonic() > deadline:
+                    break
+            assert got.status_code == 429 and got.headers["retry-after"] == "1", got.text
+            assert "token" in got.json()["error"] and TOKEN not in got.text
+            assert waiting.result().status_code == 401
+        assert second.get("/api/search", params={"q": "x"}, headers=bearer()).status_code == 200
 
 
 # --- signed in ----------------------------------------------------------------------------------------

@@ -57,15 +57,22 @@ def same_token(given: str, token: str) -> bool:
 
 
 class Throttle:
-    """Wrong tokens wait FAILED_DELAY each, in turn: guessing in parallel is no faster."""
+    """A wrong token waits FAILED_DELAY; while it waits, other tokens are not even compared (429):
+    guessing in parallel is no faster, and guesses never queue up holding the port's connections."""
 
     def __init__(self, delay: float = FAILED_DELAY) -> None:
         self.delay = delay
         self._lock = asyncio.Lock()
 
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     async def failed(self) -> None:
         async with self._lock:
             await asyncio.sleep(self.delay)
+
+
+BUSY = "a wrong token was just given: try again in a second"
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -95,6 +102,11 @@ class Guard:
         state = scope.setdefault("state", {})
         given = _bearer(scope)
         session = scope.get("session") or {}
+        if given is not None and not is_open(scope["path"]) and self.throttle.busy():
+            response = json_error(BUSY, 429)
+            response.headers["retry-after"] = "1"
+            await response(scope, receive, send)
+            return
         if given is not None:
             if same_token(given, self.token):
                 state["auth"] = "bearer"
@@ -161,6 +173,9 @@ async def login(request: Request) -> Response:
     given = data.get("token")
     target = safe_next(str(data.get("next") or ""))
     token: str = request.app.state.web_token
+    if request.app.state.throttle.busy():
+        context = {"next": target, "error": f"{BUSY[0].upper()}{BUSY[1:]}."}
+        return render(request, "login.html", context, status=429)
     if not isinstance(given, str) or not same_token(given.strip(), token):
         await request.app.state.throttle.failed()
         context = {"next": target, "error": "That is not the token."}
