@@ -24,7 +24,7 @@ from bot.alerts import silences
 from bot.alerts.worker import retry_dead
 from bot.redact import SECRETS
 from bot.store.models import MAX_ROW_ID, Alert, Delivery
-from bot.web.page import blocking, check_csrf, form, json_error, render, store
+from bot.web.page import blocking, check_csrf, form, iso, json_error, render, store
 from bot.web.rules import loaded
 
 STATUSES = ("pending", "held", "sent", "dead", "folded")
@@ -32,10 +32,6 @@ SHOWN = 100
 MAX_LIMIT = 500
 
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _shown(text: str | None) -> str | None:
@@ -71,9 +67,9 @@ def deliveries(engine: Engine, status: str | None, limit: int) -> list[dict[str,
                 "rule": a.rule_id,
                 "attempts": d.attempts,
                 "error": _shown(d.last_error),
-                "created_at": _iso(d.created_at),
-                "sent_at": _iso(d.sent_at),
-                "next_attempt_at": _iso(d.next_attempt_at) if d.status == "pending" else None,
+                "created_at": iso(d.created_at),
+                "sent_at": iso(d.sent_at),
+                "next_attempt_at": iso(d.next_attempt_at) if d.status == "pending" else None,
                 "summary": _shown(a.summary),
                 "post": a.message_id,
             }

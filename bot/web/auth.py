@@ -75,7 +75,7 @@ class Throttle:
 BUSY = "a wrong token was just given: try again in a second"
 
 
-def _bearer(scope: Scope) -> str | None:
+def bearer(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, given = value.decode("latin-1").partition(" ")
@@ -100,7 +100,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        given = _bearer(scope)
+        given = bearer(scope)
         session = scope.get("session") or {}
         if given is not None and not is_open(scope["path"]) and self.throttle.busy():
             response = json_error(BUSY, 429)

@@ -21,7 +21,7 @@ from bot import channel as channels
 from bot.health import span
 from bot.redact import SECRETS
 from bot.store.models import Channel, Message
-from bot.web.page import blocking, render, store
+from bot.web.page import blocking, iso, render, store
 from bot.web.rules import loaded
 
 
@@ -64,10 +64,6 @@ def stored_channels(engine: Engine) -> dict[str, dict[str, Any]]:
         return out
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def overview(
     stored: dict[str, dict[str, Any]], health: dict[str, Any] | None, watched: dict[str, str]
 ) -> dict[str, Any]:
@@ -89,8 +85,8 @@ def overview(
                 "state": h["state"] if h else None,
                 "posts": s["posts"] if s else 0,
                 # The monitor's last post is the newest it saw this run; the store's, the newest kept.
-                "last_post": (h and h["last_post"]) or (_iso(s["last_post"]) if s else None),
-                "last_stored": _iso(s["last_stored"]) if s else None,
+                "last_post": (h and h["last_post"]) or (iso(s["last_post"]) if s else None),
+                "last_stored": iso(s["last_stored"]) if s else None,
                 "lag_seconds": h["lag_seconds"] if h else None,
                 "lag": span(h["lag_seconds"]) if h else None,
                 "last_sweep": h["last_sweep"] if h else None,

@@ -42,6 +42,11 @@ NAV: tuple[tuple[str, str], ...] = (
 )
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored time as the JSON API gives it."""
+    return value.isoformat() if value is not None else None
+
+
 def _when(value: datetime | str | None) -> str:
     """A stored time (or its ISO form, as the JSON records carry it) as people read it, in UTC."""
     if isinstance(value, str):

@@ -8,7 +8,6 @@ each rule's hits marked in the text.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -23,15 +22,11 @@ from bot.alerts.render import post_url
 from bot.redact import redact
 from bot.search import QueryError, highlight
 from bot.store.models import MAX_ROW_ID, Alert, Channel, Delivery, Match, Message, MessageEdit
-from bot.web.page import blocking, json_error, render, store
+from bot.web.page import blocking, iso, json_error, render, store
 from bot.web.text import diff, pieces, rendered
 
 SAME_STORY_SHOWN = 50
 HIT_CONTEXT = 120  # characters of text shown either side of a rule's hits
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _channel(row: Channel) -> dict[str, Any]:
@@ -73,7 +68,7 @@ def post_record(engine: Engine, row_id: int) -> dict[str, Any] | None:
                     {
                         "row_id": other_id,
                         "channel": c["label"],
-                        "date": _iso(other_date),
+                        "date": iso(other_date),
                         "url": post_url(c["username"], other_msg),
                     }
                 )
@@ -94,9 +89,9 @@ def post_record(engine: Engine, row_id: int) -> dict[str, Any] | None:
             "channel": where,
             "msg_id": msg.msg_id,
             "url": post_url(where["username"], msg.msg_id),
-            "date": _iso(msg.date),
-            "edit_date": _iso(msg.edit_date),
-            "stored_at": _iso(msg.created_at),
+            "date": iso(msg.date),
+            "edit_date": iso(msg.edit_date),
+            "stored_at": iso(msg.created_at),
             "title": msg.title,
             "text": msg.text,
             "raw_text": msg.source_text,
@@ -108,15 +103,15 @@ def post_record(engine: Engine, row_id: int) -> dict[str, Any] | None:
             "signature": msg.signature,
             "views": msg.views,
             "deleted": bool(msg.deleted),
-            "deleted_at": _iso(msg.deleted_at),
+            "deleted_at": iso(msg.deleted_at),
             "fingerprint": msg.fingerprint,
             "edits": [
-                {"edit_date": _iso(e.edit_date), "recorded_at": _iso(e.recorded_at), "text": e.text}
+                {"edit_date": iso(e.edit_date), "recorded_at": iso(e.recorded_at), "text": e.text}
                 for e in edits
             ],
             "same_story": same,
             "matches": [
-                {"rule_id": m.rule_id, "terms": m.terms, "hits": m.hits, "created_at": _iso(m.created_at)}
+                {"rule_id": m.rule_id, "terms": m.terms, "hits": m.hits, "created_at": iso(m.created_at)}
                 for m in matches
             ],
             "alerts": [
@@ -125,15 +120,15 @@ def post_record(engine: Engine, row_id: int) -> dict[str, Any] | None:
                     "kind": a.kind,
                     "rule_id": a.rule_id,
                     "severity": a.severity,
-                    "created_at": _iso(a.created_at),
+                    "created_at": iso(a.created_at),
                     "deliveries": [
                         {
                             "id": d.id,
                             "destination": d.destination,
                             "status": d.status,
                             "attempts": d.attempts,
-                            "sent_at": _iso(d.sent_at),
-                            "next_attempt_at": _iso(d.next_attempt_at),
+                            "sent_at": iso(d.sent_at),
+                            "next_attempt_at": iso(d.next_attempt_at),
                             # Stored errors are redacted already; once more costs nothing.
                             "last_error": redact(d.last_error) if d.last_error else None,
                         }

@@ -7,22 +7,21 @@ sign-in is a different token, for people.
 
 from __future__ import annotations
 
-import hmac
-
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.health import Health
+from bot.web.auth import bearer, same_token
 
 
 def routes(health: Health, token: str | None) -> list[BaseRoute]:
     def authorised(request: Request) -> bool:
         if token is None:
             return True
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        given = bearer(request.scope)
+        return given is not None and same_token(given, token)
 
     async def healthz(request: Request) -> Response:
         snapshot = health.snapshot()

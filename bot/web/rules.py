@@ -32,7 +32,7 @@ from bot.redact import SECRETS
 from bot.rules.engine import Engine as RuleEngine
 from bot.store.models import Match, Message
 from bot.web.backtest import stored_posts
-from bot.web.page import blocking, check_csrf, form, json_error, render, store
+from bot.web.page import blocking, check_csrf, form, iso, json_error, render, store
 from bot.web.text import pieces
 
 DAYS = 30  # the chart's window, ending today (UTC)
@@ -148,10 +148,6 @@ def _bars(per_day: dict[str, int], today: date) -> list[dict[str, Any]]:
     return out
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def rules_overview(engine: Engine, rules: Loaded, today: date) -> dict[str, Any]:
     """The rules page's and /api/rules' content (blocking)."""
     stats = hit_stats(engine, today)
@@ -170,7 +166,7 @@ def rules_overview(engine: Engine, rules: Loaded, today: date) -> dict[str, Any]
                 "channels": list(rule.channels),
                 "at": config.rules_at.get(rule.id) if config else None,
                 "total": hits.total,
-                "last_hit": _iso(hits.last_hit),
+                "last_hit": iso(hits.last_hit),
                 "per_day": _bars(hits.per_day, today),
             }
         )
@@ -187,7 +183,7 @@ def rules_overview(engine: Engine, rules: Loaded, today: date) -> dict[str, Any]
                 "channels": [],
                 "at": None,
                 "total": hits.total,
-                "last_hit": _iso(hits.last_hit),
+                "last_hit": iso(hits.last_hit),
                 "per_day": _bars(hits.per_day, today),
             }
         )
