@@ -1,6 +1,6 @@
 """The near-duplicate story core (bot/stories): cleaning and shingles, boilerplate, the index.
 
-The posts are real ones (tests/fixtures/stories/sources, the sample channel's dump and a Ukrainian
+The posts are real ones (tests/fixtures: the sample channel's dump and a Ukrainian
 air-alert channel's export); the copies are edited as relaying channels edit them.
 """
 
@@ -19,7 +19,7 @@ from bot.stories.boilerplate import Boilerplate
 from bot.stories.minhash import Hasher
 from bot.stories.shingles import lines, shingles
 
-SOURCES = Path(__file__).parent / "fixtures" / "stories" / "sources"
+SAMPLE = Path(__file__).parent / "fixtures" / "mfa_channel_dump.txt"
 HOUR = 3600.0
 T0 = 1_723_000_000.0
 
@@ -27,7 +27,7 @@ T0 = 1_723_000_000.0
 @pytest.fixture(scope="module")
 def mfa() -> list[str]:
     return [
-        p.content.text for p in parse_dump((SOURCES / "mfa_channel_dump.txt").read_text(encoding="utf-8"))
+        p.content.text for p in parse_dump(SAMPLE.read_text(encoding="utf-8"))
     ]
 
 
