@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.alerts.render import post_url
 from bot.channel import key
-from bot.rules.backtest import backtest
-from bot.rules.engine import Engine as RuleEngine
 from bot.rules.engine import MatchInput
 from bot.store.channels import names
 from bot.store.db import release
@@ -88,33 +86,3 @@ def posts_at(url: str, since: datetime | None = None) -> Iterator[tuple[dict[str
             yield from stored_posts(session, since)
     finally:
         release(store)
-
-
-def backtest_db(url: str, engine: RuleEngine, since: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Backtest over stored messages, oldest first, in pages: each record says the post's
-    `message_id`, `channel` (its key), `date` and `url` (its t.me link, where the channel has a
-    username)."""
-    return backtest(posts_at(url, since), engine)
-
-
-def backtest_store(
-    store: Engine, engine: RuleEngine, *, limit: int, since: datetime | None = None
-) -> tuple[list[dict[str, Any]], int, int]:
-    """The archive's backtest (blocking): the newest `limit` matching posts, newest first, with
-    `row_id` and `text`; then how many matched and how many were read in all."""
-    read = 0
-
-    def counted() -> Iterator[tuple[dict[str, Any], MatchInput]]:
-        nonlocal read
-        with Session(store) as session:
-            for post in stored_posts(session, since, newest_first=True, row_ids=True):
-                read += 1
-                yield post
-
-    shown: list[dict[str, Any]] = []
-    matched = 0
-    for record in backtest(counted(), engine):
-        matched += 1
-        if len(shown) < limit:
-            shown.append(record)
-    return shown, matched, read
