@@ -264,7 +264,7 @@ async def test_telegram_cut_never_splits_an_astral_emoji(
     assert not re.search(r"[\ud800-\udfff]", shown)  # no half of a surrogate pair
     assert 4090 <= units(shown) <= 4096  # cut at the limit, not far below it
     assert "😀…" in shown  # the last emoji whole, then the ellipsis
-    assert shown.endswith("😀…\n#grid #power\nalso seen in: @mirror")
+    assert shown.endswith("😀…\n#grid #power\nalso seen in @mirror (first in @news at 12:00 UTC)")
 
 
 async def test_telegram_follows_a_chat_migration_and_remembers_it(

@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar, Literal
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -29,6 +29,7 @@ SENDER_HEADERS = frozenset({"content-type", "webhook-id", "webhook-timestamp", "
 
 _SLACK_PATH = re.compile(r"^/services/[^/]+/[^/]+/[^/]+/?$")
 _DISCORD_PATH = re.compile(r"^/api/(?:v\d+/)?webhooks/\d+/[A-Za-z0-9_-]+/?$")
+_SLACK_TOKEN = re.compile(r"^xox[bpa]-[A-Za-z0-9-]+$")
 _BOT_TOKEN = re.compile(r"^\d+:[A-Za-z0-9_-]+$")
 _BOT_TOKEN_SECRET = 35  # characters after the ':' in every token @BotFather hands out
 _CHAT = re.compile(r"^(?:-?\d+|@[A-Za-z][A-Za-z0-9_]{3,31})$")
@@ -115,6 +116,11 @@ class _Destination(BaseModel):
 
     name: str = Field(pattern=NAME)
 
+    @property
+    def edits(self) -> bool:
+        """Whether what was sent can be edited in place (to add where else its story was seen)."""
+        return False
+
     def warnings(self) -> list[tuple[tuple[str, ...], str]]:
         """(where, message) for what looks wrong but may be meant; `rules check` prints them.
         `where` is the path to the value: ("url",), ("headers", "X-Team")."""
@@ -140,13 +146,17 @@ class _ServiceWebhook(_Destination):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, url: SecretStr) -> SecretStr:
+    def _url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return url
         parts = check_url(url.get_secret_value(), https=True)
         if parts.hostname in cls.hosts and not cls.path.match(parts.path):
             raise ValueError(f"not {cls.what} ({cls.shape})")
         return url
 
     def warnings(self) -> list[tuple[tuple[str, ...], str]]:
+        if self.url is None:
+            return []
         host = urlsplit(self.url.get_secret_value()).hostname
         if host in self.hosts or is_loopback(host):
             return []
@@ -161,6 +171,39 @@ class SlackDestination(_ServiceWebhook):
     shape = "https://hooks.slack.com/services/..."
 
     type: Literal["slack"]
+    # Either the incoming webhook `url`, or a bot `token` (xoxb-...) and the `channel` to post to:
+    # with a token, tgsentinel posts by chat.postMessage and can edit its alerts (chat.update).
+    url: SecretStr | None = None  # type: ignore[assignment]
+    token: SecretStr | None = None
+    channel: str | None = None  # a channel id (C0123...) or #name the bot is in
+    api_url: str = "https://slack.com/api"
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and not _SLACK_TOKEN.match(token.get_secret_value()):
+            raise ValueError("not a Slack bot token (xoxb-...; from the app's OAuth & Permissions page)")
+        return token
+
+    @field_validator("api_url")
+    @classmethod
+    def _api(cls, api: str) -> str:
+        check_url(api, https=True)
+        return api
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SlackDestination:
+        if self.url is None and self.token is None:
+            raise ValueError("needs url (an incoming webhook) or token and channel (a bot)")
+        if self.url is not None and self.token is not None:
+            raise ValueError("url or token, not both")
+        if self.token is not None and not self.channel:
+            raise ValueError("a token needs the channel to post to")
+        return self
+
+    @property
+    def edits(self) -> bool:
+        return self.token is not None  # chat.update; an incoming webhook cannot edit
 
 
 class DiscordDestination(_ServiceWebhook):
@@ -172,9 +215,17 @@ class DiscordDestination(_ServiceWebhook):
 
     type: Literal["discord"]
 
+    @property
+    def edits(self) -> bool:
+        return True  # a webhook edits its own messages
+
 
 class TelegramDestination(_Destination):
     type: Literal["telegram"]
+
+    @property
+    def edits(self) -> bool:
+        return True  # editMessageText, on the bot's own messages
     bot_token: SecretStr
     chat_id: int | str  # numeric id, or @channelusername
     thread_id: int | None = None

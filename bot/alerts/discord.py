@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
@@ -153,11 +154,21 @@ class DiscordSender:
         self._max_wait = limits.policy.max_wait
 
     async def send(self, alert: AlertView) -> Sent:
-        body = payload(alert)
+        edit = alert.edit_of if alert.kind == "update" else None
+        # An edit is the revised alert as it is now, in place of the message it became.
+        body = payload(replace(alert, kind="match") if edit else alert)
         await paced(self._limiter, self._max_wait)
-        url = httpx.URL(self._url).copy_merge_params({"wait": "true"})  # errors and the id come back
+        if edit:
+            url = httpx.URL(self._url.rstrip("/") + f"/messages/{edit}")
+        else:
+            url = httpx.URL(self._url).copy_merge_params({"wait": "true"})  # errors and the id come back
         resp = await post(
-            self._client, str(url), destination=self.destination, timeout=self._timeout, json=body
+            self._client,
+            str(url),
+            destination=self.destination,
+            timeout=self._timeout,
+            method="PATCH" if edit else "POST",
+            json=body,
         )
         self._note_bucket(resp)
         data = json_body(resp)

@@ -57,12 +57,14 @@ async def post(
     destination: str,
     secrets: tuple[str, ...] = (),
     timeout: float | None = None,
+    method: str = "POST",
     **kwargs: Any,
 ) -> httpx.Response:
-    """POST, turning a timeout or a connection error into Transient with a reason free of secrets."""
+    """POST (or `method`: an edit is a PATCH on some services), turning a timeout or a connection
+    error into Transient with a reason free of secrets."""
     try:
-        return await client.post(
-            url, timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout, **kwargs
+        return await client.request(
+            method, url, timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout, **kwargs
         )
     except httpx.TimeoutException:
         raise Transient(f"{where(destination, url)}: timed out") from None

@@ -8,7 +8,7 @@ from typing import Literal, Protocol
 
 from bot.rules.model import Hit
 
-AlertKind = Literal["match", "followup", "digest", "ops"]
+AlertKind = Literal["match", "followup", "digest", "ops", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +32,15 @@ class AlertView:
     fingerprint: str | None = None
     hits: tuple[Hit, ...] = ()
     also_seen_in: tuple[str, ...] = ()
+    story_id: int | None = None  # bot.stories: the same story in other channels has the same id
     # For follow-ups ("+N more"), digests and ops notices: what to say instead of a post.
     summary: str | None = None
     items: tuple[AlertView, ...] = field(default=())  # a digest's matches
+    # An update ("also seen in ..." after the alert went out): the alert it revises (its id), and
+    # the provider's id of the message that alert became at this destination, to edit in place
+    # (None: it cannot be, and the update is a line of its own).
+    revises: str | None = None
+    edit_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,11 @@ class Permanent(SendError):
 
 
 class Sender(Protocol):
-    """One destination's sender: built from its model and the process's Shared parts."""
+    """One destination's sender: built from its model and the process's Shared parts.
+
+    An `update` with `edit_of` set is an edit of that message, where the sender can make one: the
+    revised alert rendered as it is now. Otherwise an update is sent as it renders, one line.
+    """
 
     destination: str
 

@@ -307,9 +307,19 @@ def card(view: AlertView, width: int = EXCERPT_WIDTH) -> Card:
             body += (Span("\n• "), *digest_item(item))
     else:
         body = (Span(view.summary or "more matches"),)
-    if view.also_seen_in:
-        tail.append((Span("also seen in: " + clip(", ".join(view.also_seen_in), TAGS_WIDTH)),))
+    if view.also_seen_in and view.kind != "update":
+        tail.append((Span(also_seen_line(view)),))
     return Card(tuple(head), body, tuple(tail))
+
+
+def also_seen_line(view: AlertView) -> str:
+    """Where else the alert's story was seen: "also seen in @a, @b (first in @c at 10:02 UTC)"."""
+    if not view.also_seen_in:
+        return "also seen in no other channel"
+    first = f"@{view.channel_username}" if view.channel_username else channel_line(view)
+    when = view.date.astimezone(UTC).strftime("%H:%M UTC") if view.date else None
+    origin = f" (first in {first} at {when})" if when else f" (first in {first})"
+    return clip("also seen in " + ", ".join(view.also_seen_in) + origin, TAGS_WIDTH + LABEL_WIDTH)
 
 
 def layout(

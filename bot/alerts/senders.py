@@ -43,7 +43,9 @@ def secrets(dest: Destination) -> list[str]:
     """Every secret a destination holds, for the redactor: the parts of its URLs past the host, its
     token, its signing secret, its header values."""
     out: list[str] = []
-    if isinstance(dest, SlackDestination | DiscordDestination):
+    if isinstance(dest, SlackDestination) and dest.token is not None:
+        out += value_secrets(dest.token.get_secret_value())
+    if isinstance(dest, SlackDestination | DiscordDestination) and dest.url is not None:
         out += url_secrets(dest.url.get_secret_value())
     elif isinstance(dest, TelegramDestination):
         token = dest.bot_token.get_secret_value()

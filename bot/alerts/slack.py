@@ -1,4 +1,5 @@
-"""Slack incoming webhooks: Block Kit sections in mrkdwn, with a plain `text` fallback.
+"""Slack, by incoming webhook or by bot token (which can edit): Block Kit sections in mrkdwn, with a
+plain `text` fallback.
 
 Slack's only markup escapes are `&`, `<` and `>`; escaping them in all channel text means a post
 containing `<!channel>` or `<@U123>` shows literally and pings nobody. Limits: 3,000 characters
@@ -8,10 +9,11 @@ per section text (counted as sent, i.e. escaped), 50 blocks per message.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from bot.alerts.config import SlackDestination
-from bot.alerts.http import Shared, check, detail, paced, post
-from bot.alerts.model import AlertView, RetryAfter, Sent
+from bot.alerts.http import Shared, check, detail, json_body, paced, post, where
+from bot.alerts.model import AlertView, Permanent, RetryAfter, Sent, Transient
 from bot.alerts.render import (
     Line,
     Span,
@@ -23,6 +25,7 @@ from bot.alerts.render import (
     headline,
     plain,
 )
+from bot.redact import SECRETS
 
 SECTION = 3000
 MAX_BLOCKS = 50
@@ -95,25 +98,64 @@ def payload(view: AlertView) -> dict:
     return {"text": escape(fallback) or escape(plain(c.body))[:SECTION], "blocks": kept}
 
 
+# Web API errors (HTTP 200, "ok": false) that a later try may not meet; the rest are final.
+_TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# Final for every message, not only this one: the destination is disabled, as by a 410.
+_GONE_ERRORS = frozenset({"token_revoked", "account_inactive", "invalid_auth", "not_authed", "team_disabled"})
+
+
 class SlackSender:
+    """An incoming webhook (`url`), or a bot token posting by chat.postMessage, which answers the
+    message's channel and ts: its provider id, "CHANNEL/TS", which chat.update edits."""
+
     def __init__(self, dest: SlackDestination, shared: Shared) -> None:
         client, limits = shared.client, shared.limits
         self.destination = dest.name
-        self._url = dest.url.get_secret_value()
+        self._token = dest.token.get_secret_value() if dest.token is not None else None
+        self._channel = dest.channel
+        self._api = dest.api_url.rstrip("/")
+        self._url = dest.url.get_secret_value() if dest.url is not None else f"{self._api}/chat.postMessage"
         self._client = client
         self._timeout = dest.timeout
         self._limiter = limits.slack(self._url)
         self._max_wait = limits.policy.max_wait
 
     async def send(self, alert: AlertView) -> Sent:
-        body = payload(alert)
+        edit = alert.edit_of if alert.kind == "update" and self._token is not None else None
+        # An edit is the revised alert as it is now, in place of the message it became.
+        body = payload(replace(alert, kind="match") if edit else alert)
+        url, headers, secrets = self._url, {}, ()
+        if self._token is not None:
+            headers = {"Authorization": f"Bearer {self._token}"}
+            secrets = (self._token,)
+            if edit:
+                channel, _, ts = edit.partition("/")
+                url = f"{self._api}/chat.update"
+                body |= {"channel": channel, "ts": ts}
+            else:
+                body["channel"] = self._channel
         await paced(self._limiter, self._max_wait)
         resp = await post(
-            self._client, self._url, destination=self.destination, timeout=self._timeout, json=body
+            self._client,
+            url,
+            destination=self.destination,
+            secrets=secrets,
+            timeout=self._timeout,
+            headers=headers,
+            json=body,
         )
         try:
-            check(resp, self.destination, self._url, reason=detail(resp, self._url))
+            check(resp, self.destination, url, reason=detail(resp, url, *secrets))
         except RetryAfter as exc:
             self._limiter.hold(exc.seconds)
             raise
-        return Sent(None)  # Slack answers "ok": no message id
+        if self._token is None:
+            return Sent(None)  # an incoming webhook answers "ok": no message id
+        data = json_body(resp)
+        if data.get("ok") is not True:
+            error = str(data.get("error") or "no ok in the answer")[:100]
+            reason = f"{where(self.destination, url)}: {SECRETS.excerpt(error, 100, *secrets)}"
+            if error in _TRANSIENT_ERRORS:
+                raise Transient(reason)
+            raise Permanent(reason, gone=error in _GONE_ERRORS)
+        return Sent(f"{data.get('channel') or self._channel}/{data.get('ts')}")

@@ -11,6 +11,7 @@ import html
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from bot.alerts.config import TelegramDestination
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LIMIT = 4096  # UTF-16 code units of visible text
 PARSE_ERROR = "can't parse entities"
+NOT_MODIFIED = "message is not modified"
 
 
 def render_html(spans: Iterable[Span]) -> str:
@@ -55,6 +57,7 @@ class TelegramSender:
         self._token = dest.bot_token.get_secret_value()
         self._api = dest.api_url.rstrip("/")
         self._url = f"{self._api}/bot{self._token}/sendMessage"
+        self._edit_url = f"{self._api}/bot{self._token}/editMessageText"
         self._chat = _chat(dest.chat_id)
         self._thread = dest.thread_id
         self._client = client
@@ -67,13 +70,19 @@ class TelegramSender:
         return self._chat
 
     async def send(self, alert: AlertView) -> Sent:
-        spans = visible(alert)
+        edit = alert.edit_of if alert.kind == "update" else None
+        # An edit is the revised alert as it is now, in place of the message it became.
+        spans = visible(replace(alert, kind="match") if edit else alert)
         body: dict[str, Any] = {
             "text": render_html(spans),
             "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": True},
         }
-        if self._thread is not None:
+        url = self._url
+        if edit:
+            url = self._edit_url
+            body["message_id"] = int(edit)
+        elif self._thread is not None:
             body["message_thread_id"] = self._thread
         migrated = as_plain = False
         wait = True
@@ -84,7 +93,7 @@ class TelegramSender:
             body["chat_id"] = self._chat
             resp = await post(
                 self._client,
-                self._url,
+                url,
                 destination=self.destination,
                 secrets=(self._token,),
                 timeout=self._timeout,
@@ -98,6 +107,8 @@ class TelegramSender:
             params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
             description = str(data.get("description") or resp.reason_phrase)
             reason = SECRETS.excerpt(description, DETAIL_WIDTH, self._token)
+            if edit and resp.status_code == 400 and NOT_MODIFIED in reason.lower():
+                return Sent(edit)  # it already says this (an edit retried after a lost answer)
             new_chat = params.get("migrate_to_chat_id")
             if new_chat is not None and not migrated:
                 # The group became a supergroup: its old id is dead for good.
@@ -127,7 +138,7 @@ class TelegramSender:
                 check(
                     resp,
                     self.destination,
-                    self._url,
+                    url,
                     retry_after=retry,
                     reason=reason,
                 )

@@ -46,7 +46,10 @@ def payload(view: AlertView, max_text: int) -> dict[str, Any]:
         # Offsets are code points into message.text (Python str indices).
         "hits": [{"term": h.term, "start": h.start, "end": h.end} for h in view.hits if h.end <= len(text)],
         "also_seen_in": list(view.also_seen_in),
+        "story_id": view.story_id,
     }
+    if view.kind == "update":
+        out["revises"] = view.revises  # the id of the alert whose story spread
     if view.kind != "match":
         out["summary"] = view.summary
         out["items"] = [payload(item, max_text) for item in view.items]

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from bot import metrics
 from bot.alerts.model import AlertView, Permanent, RetryAfter, Sender, SendError
 from bot.alerts.outbox import disabled_destinations, ops_notice, pending_filter
-from bot.alerts.render import post_url
+from bot.alerts.render import also_seen_line, post_url
 from bot.backoff import Backoff
 from bot.errors import first_line
 from bot.redact import SECRETS
@@ -274,7 +274,7 @@ class Worker:
                 if d.destination in disabled:
                     d.status, d.last_error, d.lease_until = "dead", "destination disabled (410)", None
                     continue
-                out.append((d.id, build_view(session, d.alert_id), d.created_at))
+                out.append((d.id, build_view(session, d.alert_id, d.destination), d.created_at))
             return out
 
     def _release(self, delivery_ids: list[int]) -> None:
@@ -364,8 +364,9 @@ class Worker:
             )
 
 
-def build_view(session: Session, alert_id: int) -> AlertView:
-    """What an alert says, read from the store in one query."""
+def build_view(session: Session, alert_id: int, destination: str | None = None) -> AlertView:
+    """What an alert says, read from the store in one query (an update: two more, for the alert it
+    revises and the message that alert became at `destination`)."""
     alert, message, channel, match = session.execute(
         select(Alert, Message, Channel, Match)
         .outerjoin(Message, Message.id == Alert.message_id)
@@ -373,6 +374,23 @@ def build_view(session: Session, alert_id: int) -> AlertView:
         .outerjoin(Match, Match.id == Alert.match_id)
         .where(Alert.id == alert_id)
     ).one()
+    if alert.kind == "update" and alert.items:
+        revised = build_view(session, alert.items[0])
+        edit_of = session.scalar(
+            select(Delivery.provider_id).where(
+                Delivery.alert_id == alert.items[0],
+                Delivery.destination == destination,
+                Delivery.status == "sent",
+            )
+        )
+        return replace(
+            revised,
+            id=alert.key,
+            kind="update",
+            summary=also_seen_line(revised),
+            revises=revised.id,
+            edit_of=edit_of,
+        )
     items: tuple[AlertView, ...] = ()
     if alert.items:
         items = tuple(build_view(session, i) for i in alert.items[:50])
@@ -395,6 +413,7 @@ def build_view(session: Session, alert_id: int) -> AlertView:
         fingerprint=message.fingerprint if message else None,
         hits=tuple(Hit(t, s, e) for t, s, e in match.hits) if match else (),
         also_seen_in=tuple(alert.also_seen_in or ()),
+        story_id=alert.story_id,
         summary=alert.summary,
         items=items,
     )

@@ -95,6 +95,10 @@ class Message(Base):
     urls: Mapped[list[Any]] = mapped_column(JSON)
     media: Mapped[list[Any]] = mapped_column(JSON)
     fingerprint: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The story: the row id of its first post (bot.stories). NULL only while the batch storing it
+    # runs, and on rows stored before stories existed until the migration gave each its own.
+    story_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    media_key: Mapped[str | None] = mapped_column(String(80))  # bot.stories.media_key: the same file
     forwarded_from: Mapped[str | None] = mapped_column(Text)
     fwd_tg_id: Mapped[int | None] = mapped_column(BigInteger)
     fwd_post_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -163,6 +167,7 @@ class Alert(Base):
     channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"), index=True)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), index=True)
     fingerprint: Mapped[str | None] = mapped_column(String(32))
+    story_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the post's story, for a match
     also_seen_in: Mapped[list[Any]] = mapped_column(JSON)
     summary: Mapped[str | None] = mapped_column(Text)
     items: Mapped[list[Any]] = mapped_column(JSON)  # alert ids a follow-up or digest stands for
