@@ -85,7 +85,7 @@ class Pipeline:
         self.ingest = Ingest(
             store,
             rules=lambda: self.rules,
-            windows=Windows(dedup_window=settings.dedup_window, max_alert_age=settings.max_alert_age),
+            windows=Windows.of(settings),
             on_commit=self.worker.wake,
             matcher=Matcher(
                 Limits(

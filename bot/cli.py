@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from bot.commands.alerts import alerts_app, silence_app
 from bot.commands.rules import app as rules_app
+from bot.commands.stories import app as stories_app
 from bot.config import ConfigError
 from bot.errors import InputError
 from bot.redact import RedactFilter, redact
@@ -72,6 +73,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(rules_app, name="rules")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(silence_app, name="silence")
+app.add_typer(stories_app, name="stories")
 
 DbOption = Annotated[
     str | None, typer.Option("--db", help="Database URL (default: DATABASE_URL, or SQLite under ./data).")

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     poll_interval: Seconds = 5.0  # fallback polling of the outbox
     dedup_window: Seconds = 86400.0
     max_alert_age: Seconds = 86400.0
+    # Stories: a post joins an earlier one's story within this window when their shingles' estimated
+    # Jaccard similarity reaches the threshold.
+    story_window: Seconds = 72 * 3600.0
+    story_threshold: float = Field(0.7, gt=0, le=1)
+    # An alert that cannot be edited in place gets one "also seen in" line this long after its story
+    # spread further.
+    story_line_delay: Seconds = 300.0
     ops_destination: str = "console"
 
     # Matching: what regex terms may cost before the rest are skipped (counted), and how many

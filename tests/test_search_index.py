@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.pipeline.ingest import Ingest
@@ -123,8 +123,9 @@ def test_the_migration_indexes_the_posts_stored_before_it(db_url: str) -> None:
                 (2, "Talks on the border resumed", []),
                 (3, "Війна і санкції", []),
             ]:
-                s.add(
-                    Message(
+                # Core inserts of the columns 0002 had: the model has columns added since.
+                s.execute(
+                    insert(Message).values(
                         channel_id=channel.id,
                         msg_id=n,
                         date=now,

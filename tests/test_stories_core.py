@@ -162,7 +162,7 @@ def test_the_exact_fingerprint_is_tried_first(mfa: list[str]) -> None:
 
 def test_the_same_photo_is_the_same_story_unless_its_text_says_otherwise(mfa: list[str]) -> None:
     stories = Stories()
-    photo = media_key(file_unique_id="AQADvKYxG2")
+    photo = media_key(file_id="AQADvKYxG2")
     story_of(stories, StoryPost(1, "a", T0, mfa[6], media_key=photo))
     bare = stories.assign(StoryPost(2, "b", T0 + 60, "", media_key=photo))
     assert bare.candidate is not None and bare.candidate.reason == MEDIA

@@ -35,6 +35,7 @@ from tests.tg_harness import (
 RULES = """
 rules:
   - id: flood
+    stories: each  # the generated posts differ only in their numbers: one story to `merge`
     match:
       any: ["flood"]
 """

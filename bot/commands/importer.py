@@ -52,7 +52,7 @@ async def import_export(
         ingest = Ingest(
             store,
             rules=lambda: rules,
-            windows=Windows(dedup_window=settings.dedup_window, max_alert_age=settings.max_alert_age),
+            windows=Windows.of(settings),
         )
         totals = dict.fromkeys(("read", "new", "updated", "unchanged", "duplicates", "matches"), 0)
         try:

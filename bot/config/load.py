@@ -134,7 +134,9 @@ _BARE_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _STR_TAG = "tag:yaml.org,2002:str"
 # Only these values are safe to echo in a message; the rest may be secrets (URLs, tokens).
-_ECHO = {"severity", "forwards", "edits", "via", "type", "flags", "id", "enabled", "throttle", "digest"}
+_ECHO = {
+    "severity", "forwards", "edits", "via", "type", "flags", "id", "enabled", "throttle", "digest", "stories"
+}
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:

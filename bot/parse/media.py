@@ -14,6 +14,7 @@ way on every route (`with_poll`), so rules match them and the fingerprint covers
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 
 PHOTO = "photo"
@@ -190,3 +191,15 @@ def with_poll(text: str, poll: str) -> str:
     if not poll:
         return text
     return f"{text.rstrip()}\n\n{poll}" if text.strip() else poll
+
+
+def media_key(file_id: str | None = None, photo_url: str | None = None) -> str | None:
+    """A post's media identity, to tell the same picture reposted (bot.stories): Telegram's own id
+    of the file (the Telethon route: a Photo's or Document's id, the same wherever the file is
+    reposted; the Bot API calls it file_unique_id), or the photo's address on the web preview's CDN
+    (hashed: it is long and says nothing)."""
+    if file_id:
+        return f"tg:{file_id}"
+    if photo_url:
+        return "url:" + hashlib.sha256(photo_url.encode("utf-8")).hexdigest()[:32]
+    return None

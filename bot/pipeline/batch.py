@@ -28,6 +28,7 @@ class Post:
     channel: Channel
     message_id: int  # the store's row id
     is_edit: bool
+    story_id: int | None = None  # set by the story stage (an edit keeps the story it had)
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class Batch:
     matched: list[Candidate] = field(default_factory=list)  # every match recorded
     candidates: list[Candidate] = field(default_factory=list)  # those the filters have let through
     deliveries: list[int] = field(default_factory=list)  # pending ids: the worker is woken for them
+    revised: set[int] = field(default_factory=set)  # sent alerts whose `also_seen_in` grew
     counts: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
     # Counted here and published by the ingest path once the batch is committed: a batch that fails
@@ -64,6 +66,8 @@ class Batch:
     ingested: Counter[str] = field(default_factory=Counter)  # channel key -> new posts stored
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> inputs passed over
     rejected: list[Rejected] = field(default_factory=list)  # posts that could not be stored
+    # Run once the batch's transaction has committed (in-memory state that must follow the store).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def keep(self, reason: str, wanted: Callable[[Candidate], bool]) -> None:
         """Drop the candidates `wanted` refuses, counted under `reason`."""
@@ -82,6 +86,7 @@ class Batch:
         self.matched.extend(other.matched)
         self.candidates.extend(other.candidates)
         self.deliveries.extend(other.deliveries)
+        self.revised.update(other.revised)
         self.counts.update(other.counts)
         self.suppressed.update(other.suppressed)
         self.ingested.update(other.ingested)

@@ -23,6 +23,7 @@ class FanOut:
                 channel_id=c.channel_id,
                 message_id=c.post.message_id,
                 fingerprint=c.post.content.fingerprint,
+                story_id=c.post.story_id,
                 also_seen_in=c.also_seen_in,
                 summary=None,
                 items=[],

@@ -89,7 +89,10 @@ class Ingest:
         self, items: Sequence[Incoming], rules: RuleSet | None, stamp: datetime, ahead: Ahead | None = None
     ) -> Batch:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            return compose.run(session, Batch(items, rules, stamp, ahead=ahead), self.stages)
+            batch = compose.run(session, Batch(items, rules, stamp, ahead=ahead), self.stages)
+        for hook in batch.after_commit:
+            hook()
+        return batch
 
     def _one_by_one(
         self,

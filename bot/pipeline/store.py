@@ -71,7 +71,7 @@ class StorePosts:
                     if name not in _KEPT_ON_EDIT and not (name == "date" and value is None):
                         setattr(row, name, value)
                 counts["updated"] += 1
-                batch.posts.append(Post(item, content, channel, row.id, is_edit=True))
+                batch.posts.append(Post(item, content, channel, row.id, is_edit=True, story_id=row.story_id))
             else:
                 if item.views is not None and row.views != item.views:
                     row.views = item.views
@@ -149,6 +149,7 @@ def _columns(channel_id: int, item: Incoming, content: Content, stamp: datetime)
         "urls": list(content.urls),
         "media": list(content.media),
         "fingerprint": content.fingerprint,
+        "media_key": item.media_key,
         "forwarded_from": (fwd.name or fwd.username) if fwd else None,
         "fwd_tg_id": fwd.tg_id if fwd else None,
         "fwd_post_id": fwd.post_id if fwd else None,

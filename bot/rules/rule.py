@@ -137,6 +137,9 @@ class Rule(BaseModel):
     notify: list[str] = Field(default_factory=lambda: ["console"], description="destination names")
     throttle: Duration | None = None
     digest: Duration | None = None
+    # merge: a near-duplicate of a post this rule alerted on (its story) is added to that alert;
+    # each: every copy alerts, bar exact ones.
+    stories: Literal["merge", "each"] = "merge"
 
     @field_validator("channels", "exclude_channels", mode="after")
     @classmethod

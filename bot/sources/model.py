@@ -81,6 +81,7 @@ class Incoming:
     grouped_id: int | None = None
     views: int | None = None
     link_preview: dict[str, Any] | None = None
+    media_key: str | None = None  # bot.parse.media.media_key: its first photo or file, for stories
     # Set by a source that already ran the normaliser (the dump parser); the ingest path runs it otherwise.
     content: Content | None = None
     # False for a baseline (a new channel's first page, a backfill): stored and matched, never alerted.

@@ -118,6 +118,15 @@ def media_of(message: Message) -> list[str]:
     return [flag] if flag is not None else []
 
 
+def media_key_of(message: Message) -> str | None:
+    """The identity of the message's photo or file (see `bot.parse.media.media_key`)."""
+    if message.photo is not None:
+        return media.media_key(f"photo:{message.photo.id}")
+    if message.document is not None:
+        return media.media_key(f"document:{message.document.id}")
+    return None
+
+
 def poll_of(message: Message) -> str:
     """A poll's question and options as words, the way every route writes them; "" for no poll."""
     m = message.media
@@ -181,6 +190,7 @@ def to_incoming(channel: ChannelRef, parts: Sequence[Message], *, alert: bool = 
         grouped_id=first.grouped_id,
         views=max(views) if views else None,
         link_preview=next((p for p in map(link_preview_of, parts) if p is not None), None),
+        media_key=next((k for k in map(media_key_of, parts) if k is not None), None),
         alert=alert,
     )
 

@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -145,6 +146,7 @@ def _parse_message(node: LexborNode, page_title: str | None) -> Incoming:
         forward=_forward(node),
         views=_views(node),
         link_preview=link_preview,
+        media_key=vocabulary.media_key(photo_url=_photo_url(node)),
     )
 
 
@@ -354,6 +356,18 @@ def _media(node: LexborNode) -> list[str]:
         if flag is not None and flag not in flags:
             flags.append(flag)
     return vocabulary.refined(flags)
+
+
+_BACKGROUND_URL = re.compile(r"background-image\s*:\s*url\(\s*['\"]?([^'\")]+)")
+
+
+def _photo_url(node: LexborNode) -> str | None:
+    """The address of the post's first photo, as the CDN serves it (a style's background image)."""
+    for wrap in node.css(".tgme_widget_message_photo_wrap"):
+        found = _BACKGROUND_URL.search(wrap.attributes.get("style") or "")
+        if found:
+            return found.group(1).strip()
+    return None
 
 
 def _shown_beside(label: LexborNode) -> bool:

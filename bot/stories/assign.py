@@ -13,7 +13,6 @@ Candidates are limited to posts within `window` seconds of the new one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,12 +20,14 @@ from datetime import datetime
 import numpy as np
 import xxhash
 
+from bot.parse.media import media_key
 from bot.stories.boilerplate import Boilerplate
 from bot.stories.index import Hit, StoryIndex
 from bot.stories.minhash import Hasher
 from bot.stories.shingles import SIZE, canonical, post_lines, shingles, short_lines
 
 FINGERPRINT, MEDIA, TEXT = "fingerprint", "media", "text"
+__all__ = ["media_key"]  # defined with the media vocabulary, where the sources reach it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +89,6 @@ class Assignment:
         return self.candidate.story_id if self.candidate else None
 
 
-def media_key(file_unique_id: str | None = None, photo_url: str | None = None) -> str | None:
-    """The media identity of a post: Telegram's file_unique_id (Telethon route) or its photo's URL
-    (the web preview's CDN address, hashed: it is long and says nothing)."""
-    if file_unique_id:
-        return f"tg:{file_unique_id}"
-    if photo_url:
-        return "url:" + hashlib.sha256(photo_url.encode("utf-8")).hexdigest()[:32]
-    return None
-
-
 def _key(value: str | None) -> int:
     return (xxhash.xxh3_64_intdigest(value.encode("utf-8")) or 1) if value else 0
 
@@ -134,8 +125,10 @@ class Stories:
             return None, short
         return self.hasher.signature(shingles(words, self.config.shingle)), short
 
-    def assign(self, post: StoryPost) -> Assignment:
-        """The story `post` joins (its candidate), or None for a new one. Changes nothing."""
+    def assign(self, post: StoryPost, also: StoryIndex | None = None) -> Assignment:
+        """The story `post` joins (its candidate), or None for a new one. Changes nothing.
+
+        `also`: a second index searched with this one (a `Draft`'s posts, not committed yet)."""
         c = self.config
         time = _seconds(post.time)
         fp_hex = post.fingerprint
@@ -145,8 +138,8 @@ class Stories:
             fp_hex = fingerprint(post.text)
         fp = int(fp_hex[:16], 16) or 1 if fp_hex else 0
         media = _key(post.media_key)
-        index = self.index
-        exact = index.by_fingerprint(fp, time)
+        indexes = (self.index,) if also is None else (self.index, also)
+        exact = [h for index in indexes for h in index.by_fingerprint(fp, time)]
         if exact:
             # The same words: the same story, and the same signature as the earliest copy's, so the
             # shingling is skipped. Its lines are not learned: a repost must not make a story boilerplate.
@@ -159,11 +152,19 @@ class Stories:
         found: list[tuple[Hit, str]] = []
         if media:
             found += [
-                (h, MEDIA) for h in index.by_media(media, time, sig) if h.similarity >= c.media_threshold
+                (h, MEDIA)
+                for index in indexes
+                for h in index.by_media(media, time, sig)
+                if h.similarity >= c.media_threshold
             ]
-        keys = index.keys(sig) if sig is not None else None
+        keys = self.index.keys(sig) if sig is not None else None
         if sig is not None:
-            found += [(h, TEXT) for h in index.by_text(sig, time, keys) if h.similarity >= c.threshold]
+            found += [
+                (h, TEXT)
+                for index in indexes
+                for h in index.by_text(sig, time, keys)
+                if h.similarity >= c.threshold
+            ]
         candidate = None
         if found:
             # Most alike first; among equals the earliest post, so the answer does not depend on order.
@@ -184,6 +185,10 @@ class Stories:
         rows = post_lines(text[: 12 * self.config.max_words])
         self.boilerplate.learn(channel, short_lines(rows, self.boilerplate.max_words))
 
+    def draft(self) -> Draft:
+        """A batch's assignments, seen by one another at once and by the index only once committed."""
+        return Draft(self)
+
     def expire(self, now: datetime | float) -> int:
         return self.index.expire(_seconds(now))
 
@@ -201,3 +206,38 @@ class Stories:
         if last is not None:
             stories.expire(last)
         return stories
+
+
+class Draft:
+    """The posts of one transaction: assigned against the index and each other, added to the index by
+    `commit` once the store has committed their story ids. A batch that rolls back leaves no trace."""
+
+    def __init__(self, stories: Stories) -> None:
+        self.stories = stories
+        c = stories.config
+        self.index = StoryIndex(
+            num_perm=c.num_perm,
+            bands=c.bands,
+            rows=c.rows,
+            window=c.window,
+            bucket_cap=c.bucket_cap,
+            active_size=1 << 62,  # never frozen: a batch is small
+            max_segment=c.max_segment,
+        )
+        self.assigned: list[tuple[Assignment, int]] = []
+
+    def assign(self, post: StoryPost) -> int:
+        """The post's story id: its candidate's, or its own id for a new story."""
+        found = self.stories.assign(post, self.index)
+        story = found.story_id if found.story_id is not None else post.post_id
+        self.index.insert(post.post_id, story, found.time, found.sig, found.fp, found.media, found.keys)
+        self.assigned.append((found, story))
+        return story
+
+    def commit(self, now: datetime | float) -> None:
+        """Into the index, and what is older than the window (by the clock, `now`: a post's own date
+        may lie) out of it."""
+        for found, story in self.assigned:
+            self.stories.add(found, story)
+        self.stories.expire(now)
+        self.assigned = []
