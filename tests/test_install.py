@@ -25,16 +25,34 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "fixtures" / "mfa_channel_dump.txt"
 
 
+# Not what git ignores: a wheel holds what a fresh clone would build into it.
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "data"
+)
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from a copy of the checkout: setuptools builds in the source tree's build/,
+    which two builds at once (or one left half done) would share."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=_NOT_SOURCE)
+    dist = work / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (found,) = dist.glob("tgsentinel-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ directory of a fresh venv holding only the built wheel and its dependencies."""
     work = tmp_path_factory.mktemp("install")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = (work / "dist").glob("tgsentinel-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
     pip = subprocess.run(
         [str(work / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
@@ -66,14 +84,7 @@ def _run(bin_dir: Path, cwd: Path, *args: str, **extra: str) -> subprocess.Compl
     )
 
 
-def test_the_wheel_holds_every_package_and_the_files_it_needs_at_run_time(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = dist.glob("*.whl")
+def test_the_wheel_holds_every_package_and_the_files_it_needs_at_run_time(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     # Every package of the checkout: pyproject.toml lists them by hand, so a new one must be added there.
     packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "bot").rglob("__init__.py")}
