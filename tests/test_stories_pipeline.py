@@ -5,17 +5,26 @@ gets one line about it. A restarted pipeline rebuilds the same stories from the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
+import pytest
 from pytest_httpserver import HTTPServer
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
+from bot.config.ruleset import RuleSet
+from bot.pipeline.ingest import Ingest
 from bot.sources.model import ChannelRef, Incoming
+from bot.store.migrate import open_store
 from bot.store.models import Alert, Message
+from bot.web.app import create_app
 from tests.cli import tgs
 
 STORY = (
@@ -107,8 +116,8 @@ async def test_a_story_in_four_channels_alerts_once_and_its_alert_lists_the_othe
     seen.clear()
 
     # Three copies within the hour, one batch each (three polls), and another story on the topic.
-    for n, (channel, text) in enumerate(COPIES.items(), 2):
-        await pipeline.ingest.ingest([post(channel, n, text)])
+    for n, (channel, body) in enumerate(COPIES.items(), 2):
+        await pipeline.ingest.ingest([post(channel, n, body)])
     await pipeline.ingest.ingest([post("e", 9, OTHER)])
     await pipeline.drain(start, timeout=10)
 
@@ -139,6 +148,21 @@ async def test_a_story_in_four_channels_alerts_once_and_its_alert_lists_the_othe
     assert sum(1 for m, p, b in seen if p == "/hook" and b["kind"] == "match") == 1
     assert sum(1 for m, p, _ in seen if p == "/slack/chat.postMessage") == 1
 
+    # The archive's post page links the story's other posts, and only those.
+    with Session(store) as s:
+        rows = {m: r for m, r in s.execute(select(Message.msg_id, Message.id))}
+    app = create_app(store, token="storyTESTtoken-0123456789abcdef", rules_dir=Path("."))
+    auth = {"authorization": "Bearer storyTESTtoken-0123456789abcdef"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web") as web:
+        page = await web.get(f"/posts/{rows[1]}", headers=auth)
+        record = (await web.get(f"/api/posts/{rows[3]}", headers=auth)).json()
+    assert page.status_code == 200
+    story = page.text[page.text.index('class="story"') :]
+    linked = set(re.findall(r'href="/posts/(\d+)"', story))
+    assert linked == {str(rows[n]) for n in (2, 3, 4)}
+    assert record["story_id"] == stories[1]
+    assert [o["row_id"] for o in record["same_story"]] == [rows[1], rows[2], rows[4]]
+
 
 async def test_a_restarted_pipeline_rebuilds_the_same_stories(make_pipeline, store) -> None:
     first = make_pipeline()
@@ -167,3 +191,66 @@ async def test_stories_list_prints_each_story_with_its_channels_and_first_post(
     ]
     bad = tgs("stories", "list", "--db", url, "--since", "soon", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.decode().startswith("tgsentinel: --since 'soon'")
+
+
+class Pause:
+    """A stage that, once armed, holds its batch's transaction open until told to go on."""
+
+    def __init__(self) -> None:
+        self.armed, self.reached, self.go = False, threading.Event(), threading.Event()
+
+    def run(self, session: Session, batch) -> None:  # type: ignore[no-untyped-def]
+        if not self.armed:
+            return
+        self.reached.set()
+        assert self.go.wait(30), "the test never let the batch go on"
+
+
+def waiting_for_a_lock(engine) -> bool:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return bool(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'"
+                )
+            )
+        )
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_two_workers_writing_copies_of_one_story_at_once_agree_on_its_story_and_alert_once(
+    db_url: str, rules_dir
+) -> None:
+    # Two processes' worth of state: an engine, a story index and a pipeline each, one database.
+    engines = [open_store(db_url) for _ in range(2)]
+    rules = RuleSet.load(rules_dir(RULES % {"base": "http://127.0.0.1:9"}), env={})
+    first, second = (Ingest(e, rules=lambda: rules) for e in engines)
+    pause = Pause()
+    first.stages = (*first.stages[:3], pause, *first.stages[3:])  # after its story is chosen
+    try:
+        await first.ingest([post("e", 1, OTHER)])  # both indexes built, neither knowing the story
+        await second.ingest([post("f", 2, OTHER.replace("sixty", "ninety"))])
+
+        pause.armed = True
+        writing = asyncio.create_task(first.ingest([post("b", 3, COPIES["b"])]))
+        await asyncio.to_thread(pause.reached.wait, 10)
+        # The second worker's copy arrives while the first's is written but not committed. Told to
+        # go on once that worker waits on the store, or has finished without waiting (two stories).
+        racing = asyncio.create_task(second.ingest([post("c", 4, COPIES["c"])]))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not racing.done() and not await asyncio.to_thread(waiting_for_a_lock, engines[0]):
+            assert asyncio.get_running_loop().time() < deadline, "the second worker neither waited nor ended"
+            await asyncio.sleep(0.02)
+        pause.go.set()
+        await asyncio.gather(writing, racing)
+
+        with Session(engines[0]) as s:
+            stories = {m: st for m, st in s.execute(select(Message.msg_id, Message.story_id))}
+            alerts = list(s.scalars(select(Alert).where(Alert.kind == "match").order_by(Alert.id)))
+        assert stories[3] == stories[4] != stories[1] == stories[2]
+        assert [a.also_seen_in for a in alerts] == [["@f"], ["@c"]]  # the other story, and this one
+    finally:
+        pause.go.set()
+        for e in engines:
+            e.dispose()

@@ -32,7 +32,7 @@ from bot.sources.model import MAX_MESSAGE_ID, ChannelRef, Incoming, IngestResult
 from bot.store import channels as channel_rows
 from bot.store import rejected as rejected_rows
 from bot.store.channels import now
-from bot.store.db import is_outage, run_sync
+from bot.store.db import is_outage, one_writer, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Ingest:
         # One batch's transaction at a time, on every database: the duplicate and throttle stages
         # look before they insert, and two channels' polls carrying one story must not both miss
         # the other's uncommitted alert (on PostgreSQL the store's threads would run them together).
+        # `one_writer` does the same between processes.
         async with self._writing:
             batch = await self._sync(self.ingest_sync, items, rules, ahead)
         if batch.deliveries and self.on_commit is not None:
@@ -89,6 +90,7 @@ class Ingest:
         self, items: Sequence[Incoming], rules: RuleSet | None, stamp: datetime, ahead: Ahead | None = None
     ) -> Batch:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            one_writer(session)
             batch = compose.run(session, Batch(items, rules, stamp, ahead=ahead), self.stages)
         for hook in batch.after_commit:
             hook()

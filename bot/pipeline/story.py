@@ -5,20 +5,27 @@ The index lives in memory, built from the store the first time a batch runs (the
 with the story ids they were stored with), and follows the store: a batch's posts are seen by one
 another at once but enter the index only once their transaction commits, so a batch that rolls back
 leaves nothing behind. An edit keeps the story it had.
+
+Several processes on one PostgreSQL agree on story ids because the store decides the order: batch
+transactions take turns (`bot.store.db.one_writer`), so row ids grow in commit order, and each batch
+first reads the posts other processes committed since its last (ids past the highest it has seen).
+A copy written at the same moment by another worker is therefore either committed and read here, or
+waits for this batch and reads it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.pipeline.batch import Batch
 from bot.store.models import Message
-from bot.stories import Stories, StoryConfig, StoryPost
+from bot.stories import Draft, Stories, StoryConfig, StoryPost
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +36,14 @@ class AssignStories:
     def __init__(self, config: StoryConfig = StoryConfig()) -> None:
         self.config = config
         self.stories: Stories | None = None
+        self.seen = 0  # the highest row id the index has been given (or found nothing to give)
 
     def run(self, session: Session, batch: Batch) -> None:
         if self.stories is None:
-            self.stories = rebuild(session, self.config, batch.stamp)
+            self.stories = Stories(self.config)
+            self._catch_up(session, batch.stamp, rebuild=True)
+        else:
+            self._catch_up(session, batch.stamp)
         draft = self.stories.draft()
         assigned = []
         for post in batch.posts:
@@ -54,13 +65,38 @@ class AssignStories:
                 update(Message).where(Message.id == bindparam("row")).values(story_id=bindparam("story")),
                 assigned,
             )
-        batch.after_commit.append(lambda: draft.commit(batch.stamp))
+        batch.after_commit.append(lambda: self._committed(draft, batch))
+
+    def _committed(self, draft: Draft, batch: Batch) -> None:
+        draft.commit(batch.stamp)
+        self.seen = max([self.seen, *(p.message_id for p in batch.posts if not p.is_edit)])
+
+    def _catch_up(self, session: Session, now: datetime, *, rebuild: bool = False) -> None:
+        """Index the window's posts stored past `seen`: all of them at start, then other processes'."""
+        assert self.stories is not None
+        started = time.perf_counter()
+        before = len(self.stories.index)
+        since = now - timedelta(seconds=self.config.window)
+        for post in stored_posts(session, since, self.seen):
+            self.stories.add_stored(post)
+            self.seen = max(self.seen, post.post_id)
+        added = len(self.stories.index) - before
+        if added:
+            self.stories.expire(now)
+        if rebuild:
+            # Past the history too, so the next batches' look for other processes' posts starts here.
+            self.seen = max(self.seen, session.scalar(select(func.max(Message.id))) or 0)
+        if rebuild and added:
+            log.info(
+                "stories: %d post(s) of the last %s indexed in %.1f s",
+                added,
+                timedelta(seconds=self.config.window),
+                time.perf_counter() - started,
+            )
 
 
-def rebuild(session: Session, config: StoryConfig, now: datetime) -> Stories:
-    """The index of the window's stored posts, oldest first, each under the story it was stored with."""
-    started = time.perf_counter()
-    since = now - timedelta(seconds=config.window)
+def stored_posts(session: Session, since: datetime, after: int = 0) -> Iterator[StoryPost]:
+    """The posts committed since `since` with a row id past `after`, oldest first, with their stories."""
     query = (
         select(
             Message.id,
@@ -72,11 +108,16 @@ def rebuild(session: Session, config: StoryConfig, now: datetime) -> Stories:
             Message.fingerprint,
             Message.media_key,
         )
-        .where(Message.created_at >= since, Message.deleted.is_(False))
+        .where(
+            Message.created_at >= since,
+            Message.id > after,
+            Message.deleted.is_(False),
+            Message.story_id.is_not(None),  # not this batch's own new rows, which are being assigned
+        )
         .order_by(Message.id)
         .execution_options(yield_per=_REBUILD_BATCH)
     )
-    rows = (
+    return (
         StoryPost(
             post_id=row_id,
             channel=str(channel_id),
@@ -90,13 +131,3 @@ def rebuild(session: Session, config: StoryConfig, now: datetime) -> Stories:
             query
         )
     )
-    stories = Stories.rebuild(rows, config)
-    stories.expire(now)
-    if len(stories.index):
-        log.info(
-            "stories: %d post(s) of the last %s indexed in %.1f s",
-            len(stories.index),
-            timedelta(seconds=config.window),
-            time.perf_counter() - started,
-        )
-    return stories

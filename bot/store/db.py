@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session
 
 from bot.database_url import parse
 from bot.errors import InputError, first_line
@@ -114,8 +115,10 @@ def store_error(url: str | URL, exc: BaseException) -> str:
     file's absolute path and our uid, since that is what the user has to fix."""
     parsed = make_url(url) if isinstance(url, str) else url
     reason = first_line(exc)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and (
-        "readonly" in reason or "unable to open" in reason or "disk I/O" in reason
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and ("readonly" in reason or "unable to open" in reason or "disk I/O" in reason)
     ):
         return f"cannot write {Path(parsed.database).resolve()} (uid {os.getuid()}): {reason}"
     return f"cannot open database {shown_url(parsed)}: {reason}"
@@ -136,6 +139,23 @@ def executor(engine: Engine) -> ThreadPoolExecutor | None:
     if key not in _executors:
         _executors[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tgsentinel-sqlite")
     return _executors[key]
+
+
+# Any constant both sides agree on: pg_advisory_xact_lock's key for "an ingest batch is being written".
+_INGEST_LOCK = 0x7467_5365_6E74  # "tgSent"
+
+
+def one_writer(session: Session) -> None:
+    """Make this transaction the only ingest batch being written to the store, until it ends.
+
+    Ingest looks before it writes (a post's story, whether its story already alerted), so two
+    processes writing batches side by side could each miss the other's uncommitted rows: two story
+    ids, two alerts. On PostgreSQL the batch transactions of every process take turns on one advisory
+    lock, taken first so that no lock is held while waiting for it (no deadlock). SQLite has one
+    writer at a time already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGEST_LOCK})
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -199,13 +199,17 @@ class Stories:
         stories = cls(config)
         last = None
         for row in rows:
-            found = stories.assign(row)
-            story = row.story_id if row.story_id is not None else (found.story_id or row.post_id)
-            stories.add(found, story)
-            last = found.time
+            last = stories.add_stored(row)
         if last is not None:
             stories.expire(last)
         return stories
+
+    def add_stored(self, row: StoryPost) -> float:
+        """Index a post the store already holds, under its stored `story_id` (or, without one, the
+        story a live post would get). Returns its time, in epoch seconds."""
+        found = self.assign(row)
+        self.add(found, row.story_id if row.story_id is not None else (found.story_id or row.post_id))
+        return found.time
 
 
 class Draft:

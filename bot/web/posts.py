@@ -1,9 +1,9 @@
 """One stored post: the page (/posts/{row_id}) and its JSON (/api/posts/{row_id}).
 
-Both come from `post_record`: the post, its edits, the other channels where the same story appeared
-(the same fingerprint, for now), the rules it matched with their hits, and the alerts sent about it
-with their deliveries. The page adds the text rendered with its entities, the edits as diffs, and
-each rule's hits marked in the text.
+Both come from `post_record`: the post, its edits, the story's other posts (bot.stories: copies,
+trimmed or with their own header, in any channel), the rules it matched with their hits, and the
+alerts sent about it with their deliveries. The page adds the text rendered with its entities,
+the edits as diffs, and each rule's hits marked in the text.
 """
 
 from __future__ import annotations
@@ -48,17 +48,17 @@ def post_record(engine: Engine, row_id: int) -> dict[str, Any] | None:
         ).first()
         if found is None:
             return None
-        msg, chan = found.tuple()
+        msg, chan = found
         where = _channel(chan)
         edits = session.scalars(
             select(MessageEdit).where(MessageEdit.message_id == row_id).order_by(MessageEdit.id)
         ).all()
         same: list[dict[str, Any]] = []
-        if msg.fingerprint:
+        if msg.story_id is not None:
             rows = session.execute(
                 select(Message.id, Message.msg_id, Message.date, Channel)
                 .join(Channel, Channel.id == Message.channel_id)
-                .where(Message.fingerprint == msg.fingerprint, Message.id != row_id)
+                .where(Message.story_id == msg.story_id, Message.id != row_id)
                 .order_by(Message.date, Message.id)
                 .limit(SAME_STORY_SHOWN)
             ).all()
@@ -105,6 +105,7 @@ def post_record(engine: Engine, row_id: int) -> dict[str, Any] | None:
             "deleted": bool(msg.deleted),
             "deleted_at": iso(msg.deleted_at),
             "fingerprint": msg.fingerprint,
+            "story_id": msg.story_id,
             "edits": [
                 {"edit_date": iso(e.edit_date), "recorded_at": iso(e.recorded_at), "text": e.text}
                 for e in edits
@@ -210,9 +211,9 @@ async def api_post(request: Request) -> Response:
       "200":
         description: >-
           The post: text (as stored, with entities as Telegram's, offsets in UTF-16 units), title,
-          media, forwarded_from, signature, deleted; edits (earlier texts); same_story (other posts
-          with its fingerprint); matches (rule_id, terms, hits as [term, start, end] in `text`);
-          alerts with their deliveries (destination, status, attempts, last_error).
+          media, forwarded_from, signature, deleted; edits (earlier texts); story_id, and same_story
+          (the story's other posts, oldest first); matches (rule_id, terms, hits as [term, start, end]
+          in `text`); alerts with their deliveries (destination, status, attempts, last_error).
         content:
           application/json: {schema: {type: object}}
       "404": {description: "No such post: {error: ...}"}
