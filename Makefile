@@ -33,6 +33,7 @@ bench: $(STAMP)
 	taskset -c 0 $(BIN)/tgsentinel bench replay
 	taskset -c 0 $(BIN)/tgsentinel bench match
 	taskset -c 0 $(BIN)/tgsentinel bench delivery
+	taskset -c 0 $(BIN)/tgsentinel bench stories
 	$(BIN)/tgsentinel bench dispatch --posts 100000
 	taskset -c 0 $(BIN)/tgsentinel bench import       # minutes: a generated 200 MB export
 	$(BIN)/tgsentinel bench soak                      # minutes: a real run over 20,000 new posts

@@ -447,7 +447,7 @@ def bench_stories(
     threshold: Annotated[float, typer.Option(help="Estimated Jaccard similarity for the same story.")] = 0.7,
     posts: Annotated[int, typer.Option(help="Generated posts assigned and indexed for throughput.")] = 10_000,
     memory_posts: Annotated[int, typer.Option(help="Posts indexed to measure bytes per post.")] = 100_000,
-    compare: Annotated[bool, typer.Option(help="Also time the replay path on the same posts.")] = True,
+    compare: Annotated[bool, typer.Option(help="Also time ingest with the story stage and without.")] = True,
 ) -> None:
     """Near-duplicate stories: precision, recall and F1 on the labelled set, posts/s, bytes per post."""
     from bot.bench.stories import run as bench

@@ -16,6 +16,7 @@ from bot.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_ENV = {
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/secretpath",
+    "SLACK_BOT_TOKEN": "xoxb-1-secret",
     "TELEGRAM_BOT_TOKEN": "123:secret",
     "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/secret",
     "WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -47,7 +48,8 @@ def test_examples_load_with_their_variables_set(tmp_path: Path) -> None:
     for path in (ROOT / "rules" / "examples").glob("*.yaml"):
         shutil.copy(path, tmp_path)
     config = load_config(tmp_path, EXAMPLE_ENV)
-    assert set(config.destinations) == {"console", "ops-slack", "analysts", "newsroom", "siem"}
+    assert set(config.destinations) == {"console", "ops-slack", "desk-slack", "analysts", "newsroom", "siem"}
+    assert config.destinations["desk-slack"].edits  # a bot token: its alerts are edited in place
     assert config.ops == "ops-slack"
     assert config.destinations["ops-slack"].url.get_secret_value() == EXAMPLE_ENV["SLACK_WEBHOOK_URL"]
     strike = next(r for r in config.rules if r.id == "strike-alert")

@@ -4,9 +4,9 @@
   and different stories on the same topic): each pair goes into an index of its own, the first post
   added and the second assigned; "same story" is the second finding the first. Precision, recall and
   F1 at the threshold, and recall or false-positive rate per kind of edit.
-- Speed: the generated replay corpus (posts the sample's size), one assign + add per post, against
-  the replay path on the same posts, both in CPU time; so the share of ingest throughput kept with
-  stories on (the replay's time per post plus the stories' own).
+- Speed: the generated replay corpus (posts the sample's size), one assign + add per post; and the
+  whole replay path on the same posts with the story stage and without it, in CPU time: the share
+  of ingest throughput kept with stories on.
 - Memory: tracemalloc's peak over `memory_posts` generated posts, per post and for 1,000,000.
 """
 
@@ -16,6 +16,8 @@ import json
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -105,8 +107,28 @@ def speed(config: StoryConfig, n: int = 10_000, repeat: int = 3) -> dict[str, An
     return {"posts": n, "us_per_post": round(best / n * 1e6, 1), "posts_per_s": round(n / best)}
 
 
-def replay_cpu(n: int, repeat: int = 2) -> float:
-    """The replay path's CPU seconds per post on the same generated posts (best of `repeat`)."""
+@contextmanager
+def _stories_off() -> Iterator[None]:
+    """The control arm: the pipeline as composed, less the story stage (duplicates then fall back to
+    exact fingerprints, as `stories: each` rules do)."""
+    from bot.pipeline import compose
+    from bot.pipeline.story import AssignStories
+
+    composed = compose.stages
+
+    def without(windows: compose.Windows = compose.Windows()) -> tuple[compose.Stage, ...]:
+        return tuple(s for s in composed(windows) if not isinstance(s, AssignStories))
+
+    compose.stages = without
+    try:
+        yield
+    finally:
+        compose.stages = composed
+
+
+def replay_cpu(n: int, repeat: int = 3) -> tuple[float, float]:
+    """The replay path's CPU seconds per post on the same generated posts, with the story stage and
+    without it; runs alternate (best of `repeat` each), so a busy moment of the machine hits both."""
     import asyncio
     import io
     import tempfile
@@ -115,22 +137,26 @@ def replay_cpu(n: int, repeat: int = 2) -> float:
     from bot.settings import Settings
 
     text = generate_dump(n)
-    best = float("inf")
+    best = {True: float("inf"), False: float("inf")}
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            rules = Path(tmp) / "rules"
-            rules.mkdir()
-            (rules / "rules.yaml").write_text(
-                "rules:\n  - id: never\n    match: {any: [zzqxv-never-there]}\n", encoding="utf-8"
-            )
-            settings = Settings(
-                _env_file=None, database_url=f"sqlite:///{tmp}/bench.db", rules_dir=rules, data_dir=Path(tmp)
-            )
-            quiet = {"out": io.StringIO(), "err": io.StringIO()}
-            started = time.process_time()
-            asyncio.run(replay(settings, text, "bench", drain_timeout=0, **quiet))
-            best = min(best, time.process_time() - started)
-    return best / n
+        for stories in (True, False):
+            with tempfile.TemporaryDirectory() as tmp, nullcontext() if stories else _stories_off():
+                rules = Path(tmp) / "rules"
+                rules.mkdir()
+                (rules / "rules.yaml").write_text(
+                    "rules:\n  - id: never\n    match: {any: [zzqxv-never-there]}\n", encoding="utf-8"
+                )
+                settings = Settings(
+                    _env_file=None,
+                    database_url=f"sqlite:///{tmp}/bench.db",
+                    rules_dir=rules,
+                    data_dir=Path(tmp),
+                )
+                quiet = {"out": io.StringIO(), "err": io.StringIO()}
+                started = time.process_time()
+                asyncio.run(replay(settings, text, "bench", drain_timeout=0, **quiet))
+                best[stories] = min(best[stories], time.process_time() - started)
+    return best[True] / n, best[False] / n
 
 
 def memory(config: StoryConfig, n: int = 100_000) -> dict[str, Any]:
@@ -187,10 +213,11 @@ def run(
     out["quality"] = quality(config)
     out["speed"] = speed(config, posts)
     if compare:
-        # Ingest with stories spends the replay's time per post plus the stories' own (CPU time both).
-        replay = replay_cpu(min(posts, 5_000))
-        stories = out["speed"]["us_per_post"] / 1e6
-        out["speed"]["replay_us_per_post"] = round(replay * 1e6, 1)
-        out["speed"]["ingest_share_kept"] = round(replay / (replay + stories), 3)
+        on, off = replay_cpu(min(posts, 5_000))
+        out["ingest"] = {
+            "us_per_post_stories_on": round(on * 1e6, 1),
+            "us_per_post_stories_off": round(off * 1e6, 1),
+            "throughput_kept": round(off / on, 3),  # posts/s with stories over posts/s without
+        }
     out["memory"] = memory(config, memory_posts)
     return out
