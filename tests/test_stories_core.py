@@ -127,8 +127,10 @@ def story_of(stories: Stories, post: StoryPost) -> int:
 
 def test_a_copy_with_header_and_footer_joins_the_story_and_another_story_does_not(mfa: list[str]) -> None:
     stories = Stories()
+    other = "\n".join(mfa[7].splitlines()[:3])  # Lavrov chairs the CIS Council of Foreign Ministers
     for n, text in enumerate(mfa):
-        story_of(stories, StoryPost(n, "mfarussia", T0 + n * 60, text))
+        if n != 7:  # a trimmed copy of it is the other story below
+            story_of(stories, StoryPost(n, "mfarussia", T0 + n * 60, text))
     lavrov = mfa[1]
     copy = StoryPost(
         100, "relay", T0 + HOUR, f"❗️ BREAKING\n{lavrov}\n🌍 World Relay — subscribe: t.me/worldrelay"
@@ -137,7 +139,6 @@ def test_a_copy_with_header_and_footer_joins_the_story_and_another_story_does_no
     assert found.candidate is not None
     assert (found.candidate.post_id, found.candidate.reason) == (1, TEXT)
     # The same minister, the same organisations, another meeting: a story of its own.
-    other = "\n".join(mfa[7].splitlines()[:3])  # Lavrov chairs the CIS Council of Foreign Ministers
     assert stories.assign(StoryPost(101, "relay", T0 + HOUR, other)).candidate is None
 
 
@@ -218,3 +219,17 @@ def test_the_evaluation_set_meets_the_floor() -> None:
     result = quality(StoryConfig())
     assert result["same"] >= 200 and result["different"] >= 200
     assert result["f1"] >= 0.95, result
+
+
+def test_a_batchs_sketches_are_each_posts_own(mfa: list[str]) -> None:
+    # Long, short (fewer words than a shingle), empty once cleaned, in every order: one pass over the
+    # batch must give each post the signature it would get alone.
+    texts = [mfa[0], "two words", "🙂 https://t.me/x", mfa[1][:200], "one", "", mfa[2], "a b", mfa[3]]
+    posts = [StoryPost(i, "c", 1.0, t) for i, t in enumerate(texts * 40)]
+    stories = Stories()
+    alone = [stories.sketch(p.channel, p.text) for p in posts]
+    together = stories.sketches(posts)
+    assert [s is None for s, _ in together] == [s is None for s, _ in alone]
+    assert [lines for _, lines in together] == [lines for _, lines in alone]
+    for (a, _), (b, _) in zip(alone, together, strict=True):
+        assert a is None or np.array_equal(a, b)

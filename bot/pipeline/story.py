@@ -45,11 +45,9 @@ class AssignStories:
         else:
             self._catch_up(session, batch.stamp)
         draft = self.stories.draft()
-        assigned = []
-        for post in batch.posts:
-            if post.is_edit:
-                continue
-            post.story_id = draft.assign(
+        new = [post for post in batch.posts if not post.is_edit]
+        stories = draft.assign_all(
+            [
                 StoryPost(
                     post_id=post.message_id,
                     channel=str(post.channel.id),
@@ -58,8 +56,13 @@ class AssignStories:
                     fingerprint=post.content.fingerprint,
                     media_key=post.item.media_key,
                 )
-            )
-            assigned.append({"row": post.message_id, "story": post.story_id})
+                for post in new
+            ]
+        )
+        assigned = []
+        for post, story in zip(new, stories, strict=True):
+            post.story_id = story
+            assigned.append({"row": post.message_id, "story": story})
         if assigned:
             session.connection().execute(
                 update(Message).where(Message.id == bindparam("row")).values(story_id=bindparam("story")),

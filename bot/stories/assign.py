@@ -13,7 +13,7 @@ Candidates are limited to posts within `window` seconds of the new one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,9 +24,11 @@ from bot.parse.media import media_key
 from bot.stories.boilerplate import Boilerplate
 from bot.stories.index import Hit, StoryIndex
 from bot.stories.minhash import Hasher
-from bot.stories.shingles import SIZE, canonical, post_lines, shingles, short_lines
+from bot.stories.shingles import SIZE, canonical, post_lines, shingles, shingles_many, short_lines
 
 FINGERPRINT, MEDIA, TEXT = "fingerprint", "media", "text"
+Sketch = tuple[np.ndarray | None, tuple[bytes, ...]]  # a signature (None: no text) and short lines
+_SKETCH_CHUNK = 256
 __all__ = ["media_key"]  # defined with the media vocabulary, where the sources reach it
 
 
@@ -41,7 +43,7 @@ class StoryConfig:
     shingle: int = SIZE
     # A post is known by its first `max_words` words (after boilerplate), read from at most 12 times
     # as many characters: what a copy keeps of a long post, and the bound on the work per post.
-    max_words: int = 128
+    max_words: int = 64
     max_segment: int = 131_072  # posts per frozen index segment: bounds the copy a merge makes
     seed: int = 1
     bucket_cap: int = 16  # newest posts looked at per LSH bucket / fingerprint / media key
@@ -112,23 +114,41 @@ class Stories:
             max_segment=c.max_segment,
         )
 
-    def sketch(self, channel: str, text: str) -> tuple[np.ndarray | None, tuple[bytes, ...]]:
-        """The post's signature (None: no text left once cleaned) and its short lines, to learn."""
+    def words(self, channel: str, text: str) -> tuple[list[bytes], tuple[bytes, ...]]:
+        """The words a post is known by (its first `max_words`, its channel's boilerplate left out),
+        and its short lines, to learn."""
         most = self.config.max_words
         rows = post_lines(text[: 12 * most])
         short = tuple(short_lines(rows, self.boilerplate.max_words))
         known = self.boilerplate.lines(channel)
         if known and not known.isdisjoint(short):
             rows = [r for r in rows if canonical(r) not in known]
-        words = b" ".join(rows).split(None, most)[:most]
+        return b" ".join(rows).split(None, most)[:most], short
+
+    def sketch(self, channel: str, text: str) -> Sketch:
+        """The post's signature (None: no text left once cleaned) and its short lines, to learn."""
+        words, short = self.words(channel, text)
         if not words:
             return None, short
         return self.hasher.signature(shingles(words, self.config.shingle)), short
 
-    def assign(self, post: StoryPost, also: StoryIndex | None = None) -> Assignment:
+    def sketches(self, posts: Sequence[StoryPost]) -> list[Sketch]:
+        """`sketch` of many posts, the hashing done for all of them at once (the same values)."""
+        out: list[Sketch] = []
+        for start in range(0, len(posts), _SKETCH_CHUNK):  # bounds the (permutations x shingles) array
+            chunk = [self.words(p.channel, p.text) for p in posts[start : start + _SKETCH_CHUNK]]
+            hashes, counts = shingles_many([words for words, _ in chunk], self.config.shingle)
+            sigs = iter(self.hasher.signatures(hashes, counts[counts > 0]) if hashes.size else ())
+            out += [(next(sigs) if n else None, short) for (_, short), n in zip(chunk, counts, strict=True)]
+        return out
+
+    def assign(
+        self, post: StoryPost, also: StoryIndex | None = None, sketched: Sketch | None = None
+    ) -> Assignment:
         """The story `post` joins (its candidate), or None for a new one. Changes nothing.
 
-        `also`: a second index searched with this one (a `Draft`'s posts, not committed yet)."""
+        `also`: a second index searched with this one (a `Draft`'s posts, not committed yet);
+        `sketched`: the post's `sketch`, when worked out already."""
         c = self.config
         time = _seconds(post.time)
         fp_hex = post.fingerprint
@@ -148,7 +168,7 @@ class Stories:
             return Assignment(
                 post, Candidate(best.story_id, best.post_id, 1.0, FINGERPRINT), time, sig, fp, media
             )
-        sig, keyed = self.sketch(post.channel, post.text)
+        sig, keyed = sketched if sketched is not None else self.sketch(post.channel, post.text)
         found: list[tuple[Hit, str]] = []
         if media:
             found += [
@@ -230,13 +250,17 @@ class Draft:
         )
         self.assigned: list[tuple[Assignment, int]] = []
 
-    def assign(self, post: StoryPost) -> int:
+    def assign(self, post: StoryPost, sketched: Sketch | None = None) -> int:
         """The post's story id: its candidate's, or its own id for a new story."""
-        found = self.stories.assign(post, self.index)
+        found = self.stories.assign(post, self.index, sketched)
         story = found.story_id if found.story_id is not None else post.post_id
         self.index.insert(post.post_id, story, found.time, found.sig, found.fp, found.media, found.keys)
         self.assigned.append((found, story))
         return story
+
+    def assign_all(self, posts: Sequence[StoryPost]) -> list[int]:
+        """`assign` of each post in turn, their sketches worked out together."""
+        return [self.assign(p, s) for p, s in zip(posts, self.stories.sketches(posts), strict=True)]
 
     def commit(self, now: datetime | float) -> None:
         """Into the index, and what is older than the window (by the clock, `now`: a post's own date

@@ -35,15 +35,25 @@ class Hasher:
         self._a = np.ascontiguousarray(a, dtype=np.uint32)[:, None]
         self._b = np.ascontiguousarray(b, dtype=np.uint32)[:, None]
 
-    def full(self, shingles: np.ndarray) -> np.ndarray:
-        """datasketch's 32-bit MinHash values of the set of `shingles` (uint32 input hashes)."""
+    def _permuted(self, shingles: np.ndarray) -> np.ndarray:
+        """Each permutation of each shingle: (num_perm, len(shingles)) uint32."""
         phv = self._a * fmix32(shingles)
         phv += self._b
-        return phv.min(axis=1)
+        return phv
+
+    def full(self, shingles: np.ndarray) -> np.ndarray:
+        """datasketch's 32-bit MinHash values of the set of `shingles` (uint32 input hashes)."""
+        return self._permuted(shingles).min(axis=1)
 
     def signature(self, shingles: np.ndarray) -> np.ndarray:
         """The kept signature: the low 8 bits of each MinHash value (uint8, num_perm of them)."""
         return self.full(shingles).astype(np.uint8)
+
+    def signatures(self, shingles: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """`signature` of many sets at once: `shingles` end to end, `counts[i]` of them for set i, every
+        count above 0. One row per set."""
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return np.minimum.reduceat(self._permuted(shingles), starts, axis=1).T.astype(np.uint8)
 
 
 _CHANCE = 1 / 256  # two different minima share their low 8 bits

@@ -170,14 +170,47 @@ def shingles(words: Sequence[bytes], size: int = SIZE) -> np.ndarray:
     it would inside its own line, and the words are hashed in one pass. Each word is hashed once; a
     shingle's hash mixes its words' hashes in order, in numpy. A post shorter than a shingle is one.
     """
-    if len(words) < size:
-        return np.array([xxhash.xxh32_intdigest(b" ".join(words))] if words else [], dtype=np.uint32)
-    w = np.frombuffer(array("I", map(_word_hash, words)), dtype=np.uint32).astype(np.uint64)
-    n = len(w) - size + 1
+    return shingles_many([words], size)[0]
+
+
+def shingles_many(posts: Sequence[Sequence[bytes]], size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """`shingles` of many posts' words at once: their hashes end to end, and how many each post has.
+
+    One numpy pass for a batch: with a few dozen shingles a post, numpy's cost per call, not the
+    arithmetic, is most of `shingles`' time. Windows that cross from one post into the next are cut.
+    """
+    hashes = array("I")
+    counts = np.zeros(len(posts), dtype=np.int64)
+    ends = []
+    short: dict[int, int] = {}  # a post shorter than a shingle is one, hashed whole
+    for i, words in enumerate(posts):
+        if len(words) >= size:
+            hashes.extend(map(_word_hash, words))
+            ends.append(len(hashes))
+            counts[i] = len(words) - size + 1
+        elif words:
+            short[i] = xxhash.xxh32_intdigest(b" ".join(words))
+            counts[i] = 1
+    w = np.frombuffer(hashes, dtype=np.uint32).astype(np.uint64)
+    n = max(len(w) - size + 1, 0)
     # Array arithmetic wraps modulo 2**64 without a warning (only numpy scalars warn). The high half
     # of a sum of odd multiples is well mixed; datasketch's finalizer mixes it again.
     mixed = w[:n] * _MIX[0]
     for i in range(1, size):
         mixed += w[i : i + n] * _MIX[i % 3]
     mixed >>= _HALF
-    return mixed.astype(np.uint32)
+    # A window starting in the last size - 1 words of a post reaches into the next one.
+    keep = np.ones(n, dtype=bool)
+    for end in ends:
+        keep[max(end - size + 1, 0) : end] = False
+    whole = mixed[keep].astype(np.uint32)
+    if not short:
+        return whole, counts
+    # Put each short post's one hash where it falls in post order.
+    out = np.empty(int(counts.sum()), dtype=np.uint32)
+    at = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out[at[list(short)]] = list(short.values())
+    mask = np.ones(len(out), dtype=bool)
+    mask[at[list(short)]] = False
+    out[mask] = whole
+    return out, counts
