@@ -91,6 +91,18 @@ class Assignment:
         return self.candidate.story_id if self.candidate else None
 
 
+def _index(c: StoryConfig, active_size: int) -> StoryIndex:
+    return StoryIndex(
+        num_perm=c.num_perm,
+        bands=c.bands,
+        rows=c.rows,
+        window=c.window,
+        bucket_cap=c.bucket_cap,
+        active_size=active_size,
+        max_segment=c.max_segment,
+    )
+
+
 def _key(value: str | None) -> int:
     return (xxhash.xxh3_64_intdigest(value.encode("utf-8")) or 1) if value else 0
 
@@ -104,15 +116,7 @@ class Stories:
         self.config = c = config or StoryConfig()
         self.hasher = Hasher(c.num_perm, c.seed)
         self.boilerplate = boilerplate if boilerplate is not None else Boilerplate()
-        self.index = StoryIndex(
-            num_perm=c.num_perm,
-            bands=c.bands,
-            rows=c.rows,
-            window=c.window,
-            bucket_cap=c.bucket_cap,
-            active_size=c.active_size,
-            max_segment=c.max_segment,
-        )
+        self.index = _index(c, c.active_size)
 
     def words(self, channel: str, text: str) -> tuple[list[bytes], tuple[bytes, ...]]:
         """The words a post is known by (its first `max_words`, its channel's boilerplate left out),
@@ -238,16 +242,7 @@ class Draft:
 
     def __init__(self, stories: Stories) -> None:
         self.stories = stories
-        c = stories.config
-        self.index = StoryIndex(
-            num_perm=c.num_perm,
-            bands=c.bands,
-            rows=c.rows,
-            window=c.window,
-            bucket_cap=c.bucket_cap,
-            active_size=1 << 62,  # never frozen: a batch is small
-            max_segment=c.max_segment,
-        )
+        self.index = _index(stories.config, active_size=1 << 62)  # never frozen: a batch is small
         self.assigned: list[tuple[Assignment, int]] = []
 
     def assign(self, post: StoryPost, sketched: Sketch | None = None) -> int:
