@@ -89,11 +89,11 @@ def test_a_channels_footer_is_learned_and_left_out(mfa: list[str]) -> None:
     for text in mfa[:8]:
         stories.learn("relay", f"⚡️ Срочно\n{text.splitlines()[0]}\n{FOOTER}")
     post = mfa[6]  # a short one ("A grand concert was held on the Red Square..."): a footer counts
-    bare, _ = stories.sketch("relay", post)
-    wrapped, _ = stories.sketch("relay", f"⚡️ Срочно\n{post}\n{FOOTER}")
+    bare, _, _ = stories.sketch("relay", post)
+    wrapped, _, _ = stories.sketch("relay", f"⚡️ Срочно\n{post}\n{FOOTER}")
     assert np.array_equal(bare, wrapped)
     # Another channel has not learned it: there the footer is text.
-    other, _ = stories.sketch("elsewhere", f"⚡️ Срочно\n{post}\n{FOOTER}")
+    other, _, _ = stories.sketch("elsewhere", f"⚡️ Срочно\n{post}\n{FOOTER}")
     assert not np.array_equal(bare, other)
 
 
@@ -229,7 +229,8 @@ def test_a_batchs_sketches_are_each_posts_own(mfa: list[str]) -> None:
     stories = Stories()
     alone = [stories.sketch(p.channel, p.text) for p in posts]
     together = stories.sketches(posts)
-    assert [s is None for s, _ in together] == [s is None for s, _ in alone]
-    assert [lines for _, lines in together] == [lines for _, lines in alone]
-    for (a, _), (b, _) in zip(alone, together, strict=True):
+    assert [s is None for s, _, _ in together] == [s is None for s, _, _ in alone]
+    assert [keys for _, keys, _ in together] == [keys for _, keys, _ in alone]
+    assert [lines for _, _, lines in together] == [lines for _, _, lines in alone]
+    for (a, _, _), (b, _, _) in zip(alone, together, strict=True):
         assert a is None or np.array_equal(a, b)

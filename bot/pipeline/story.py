@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.pipeline.batch import Batch
+from bot.store.db import chunks
 from bot.store.models import Message
 from bot.stories import Draft, Stories, StoryConfig, StoryPost
 
@@ -59,14 +60,20 @@ class AssignStories:
                 for post in new
             ]
         )
-        assigned = []
+        own, joined = [], []  # a new story's id is its first post's row id
         for post, story in zip(new, stories, strict=True):
             post.story_id = story
-            assigned.append({"row": post.message_id, "story": story})
-        if assigned:
-            session.connection().execute(
+            if story == post.message_id:
+                own.append(story)
+            else:
+                joined.append({"row": post.message_id, "story": story})
+        connection = session.connection()
+        for ids in chunks(own):
+            connection.execute(update(Message).where(Message.id.in_(ids)).values(story_id=Message.id))
+        if joined:
+            connection.execute(
                 update(Message).where(Message.id == bindparam("row")).values(story_id=bindparam("story")),
-                assigned,
+                joined,
             )
         batch.after_commit.append(lambda: self._committed(draft, batch))
 

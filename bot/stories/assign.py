@@ -23,11 +23,12 @@ import xxhash
 from bot.parse.media import media_key
 from bot.stories.boilerplate import Boilerplate
 from bot.stories.index import Hit, StoryIndex
-from bot.stories.minhash import Hasher
+from bot.stories.minhash import Hasher, band_keys
 from bot.stories.shingles import SIZE, canonical, post_lines, shingles, shingles_many, short_lines
 
 FINGERPRINT, MEDIA, TEXT = "fingerprint", "media", "text"
-Sketch = tuple[np.ndarray | None, tuple[bytes, ...]]  # a signature (None: no text) and short lines
+# A signature (None: no text), its LSH band keys, and the post's short lines.
+Sketch = tuple[np.ndarray | None, list[int] | None, tuple[bytes, ...]]
 _SKETCH_CHUNK = 256
 __all__ = ["media_key"]  # defined with the media vocabulary, where the sources reach it
 
@@ -130,20 +131,29 @@ class Stories:
         return b" ".join(rows).split(None, most)[:most], short
 
     def sketch(self, channel: str, text: str) -> Sketch:
-        """The post's signature (None: no text left once cleaned) and its short lines, to learn."""
+        """The post's signature (None: no text left once cleaned), its band keys, and its short lines,
+        to learn."""
         words, short = self.words(channel, text)
         if not words:
-            return None, short
-        return self.hasher.signature(shingles(words, self.config.shingle)), short
+            return None, None, short
+        sig = self.hasher.signature(shingles(words, self.config.shingle))
+        return sig, self.index.keys(sig), short
 
     def sketches(self, posts: Sequence[StoryPost]) -> list[Sketch]:
         """`sketch` of many posts, the hashing done for all of them at once (the same values)."""
+        c = self.config
         out: list[Sketch] = []
         for start in range(0, len(posts), _SKETCH_CHUNK):  # bounds the (permutations x shingles) array
             chunk = [self.words(p.channel, p.text) for p in posts[start : start + _SKETCH_CHUNK]]
-            hashes, counts = shingles_many([words for words, _ in chunk], self.config.shingle)
-            sigs = iter(self.hasher.signatures(hashes, counts[counts > 0]) if hashes.size else ())
-            out += [(next(sigs) if n else None, short) for (_, short), n in zip(chunk, counts, strict=True)]
+            hashes, counts = shingles_many([words for words, _ in chunk], c.shingle)
+            sigs = self.hasher.signatures(hashes, counts[counts > 0]) if hashes.size else None
+            keyed = (
+                iter(())
+                if sigs is None
+                else zip(sigs, band_keys(sigs, c.bands, c.rows).tolist(), strict=True)
+            )
+            for (_, short), n in zip(chunk, counts, strict=True):
+                out.append((*next(keyed), short) if n else (None, None, short))
         return out
 
     def assign(
@@ -172,7 +182,7 @@ class Stories:
             return Assignment(
                 post, Candidate(best.story_id, best.post_id, 1.0, FINGERPRINT), time, sig, fp, media
             )
-        sig, keyed = sketched if sketched is not None else self.sketch(post.channel, post.text)
+        sig, keys, keyed = sketched if sketched is not None else self.sketch(post.channel, post.text)
         found: list[tuple[Hit, str]] = []
         if media:
             found += [
@@ -181,7 +191,6 @@ class Stories:
                 for h in index.by_media(media, time, sig)
                 if h.similarity >= c.media_threshold
             ]
-        keys = self.index.keys(sig) if sig is not None else None
         if sig is not None:
             found += [
                 (h, TEXT)

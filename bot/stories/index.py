@@ -16,6 +16,7 @@ against the threshold on the whole signature.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,22 +104,81 @@ def _lookup(keys: np.ndarray, rows: np.ndarray, key: int, cap: int) -> np.ndarra
 
 
 class _Active:
-    """The newest posts, in dicts until there are enough to freeze."""
+    """The newest posts, until there are enough to freeze: columns in `array`s, and each key's rows as
+    a chain (the key's newest row in a dict, each row's previous one with the same key in an array).
 
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.stories: list[int] = []
-        self.times: list[int] = []
+    Nothing here is a container per post or per key: the garbage collector, which walks every list
+    on every full collection, has a handful of objects to look at however many posts there are.
+    """
+
+    def __init__(self, bands: int) -> None:
+        self.bands = bands
+        self.ids = array("q")
+        self.stories = array("q")
+        self.times = array("q")
         self.sigs: list[np.ndarray] = []
-        self.texts: list[bool] = []
-        self.fps: list[int] = []
-        self.media: list[int] = []
-        self.bands: dict[int, list[int]] = {}
-        self.by_fp: dict[int, list[int]] = {}
-        self.by_media: dict[int, list[int]] = {}
+        self.texts = array("b")
+        self.fps = array("Q")
+        self.media = array("Q")
+        # band key -> its newest slot (row * bands + band); band_prev[slot]: the slot before, or -1
+        self.band_head: dict[int, int] = {}
+        self.band_prev = array("q")
+        self.fp_head: dict[int, int] = {}  # fingerprint -> its newest row; fp_prev[row]: the one before
+        self.fp_prev = array("q")
+        self.media_head: dict[int, int] = {}
+        self.media_prev = array("q")
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def add(
+        self,
+        post_id: int,
+        story_id: int,
+        time: int,
+        sig: np.ndarray,
+        has: bool,
+        fp: int,
+        media: int,
+        keys: list[int] | None,
+    ) -> None:
+        row = len(self.ids)
+        self.ids.append(post_id)
+        self.stories.append(story_id)
+        self.times.append(time)
+        self.sigs.append(sig)
+        self.texts.append(has)
+        self.fps.append(fp)
+        self.media.append(media)
+        if keys is None:
+            self.band_prev.extend(_NONE * self.bands)
+        else:
+            head, prev = self.band_head, self.band_prev
+            slot = row * self.bands
+            for key in keys:
+                prev.append(head.get(key, -1))
+                head[key] = slot
+                slot += 1
+        _link(self.fp_head, self.fp_prev, fp, row)
+        _link(self.media_head, self.media_prev, media, row)
+
+    def rows(self, head: dict[int, int], prev: array, key: int, cap: int, per: int = 1) -> list[int]:
+        """The rows holding `key`, newest first, at most `cap` of them (`per`: slots per row)."""
+        out = []
+        slot = head.get(key, -1)
+        while slot >= 0 and len(out) < cap:
+            out.append(slot // per)
+            slot = prev[slot]
+        return out
+
+
+_NONE = array("q", [-1])
+
+
+def _link(head: dict[int, int], prev: array, key: int, row: int) -> None:
+    prev.append(head.get(key, -1) if key else -1)
+    if key:
+        head[key] = row
 
 
 class StoryIndex:
@@ -144,7 +204,7 @@ class StoryIndex:
         self.num_perm, self.bands, self.rows, self.window = num_perm, bands, rows, window
         self.bucket_cap, self.active_size, self.max_segment = bucket_cap, active_size, max_segment
         self._segments: list[_Segment] = []
-        self._active = _Active()
+        self._active = _Active(bands)
         self._empty_sig = np.zeros(num_perm, dtype=np.uint8)
         self._cutoff = -np.inf  # posts older than this are gone, whether or not yet dropped
 
@@ -165,21 +225,19 @@ class StoryIndex:
         keys: list[int] | None = None,
     ) -> None:
         a = self._active
-        row = len(a)
-        a.ids.append(post_id)
-        a.stories.append(story_id)
-        a.times.append(int(time))  # whole seconds, as the frozen segments keep them
-        a.sigs.append(self._empty_sig if sig is None else sig)
-        a.texts.append(sig is not None)
-        a.fps.append(fp)
-        a.media.append(media)
-        if sig is not None:
-            for key in keys if keys is not None else self.keys(sig):
-                a.bands.setdefault(key, []).append(row)
-        if fp:
-            a.by_fp.setdefault(fp, []).append(row)
-        if media:
-            a.by_media.setdefault(media, []).append(row)
+        if sig is not None and keys is None:
+            keys = self.keys(sig)
+        # whole seconds, as the frozen segments keep them
+        a.add(
+            post_id,
+            story_id,
+            int(time),
+            self._empty_sig if sig is None else sig,
+            sig is not None,
+            fp,
+            media,
+            keys if sig is not None else None,
+        )
         if len(a) >= self.active_size:
             self._freeze()
 
@@ -196,7 +254,7 @@ class StoryIndex:
             self.bands,
             self.rows,
         )
-        self._active = _Active()
+        self._active = _Active(self.bands)
         seg = self._filtered(seg) or seg
         if len(seg):
             self._segments.append(seg)
@@ -268,8 +326,8 @@ class StoryIndex:
                     own = seg.sigs[r].copy() if kind == "fp" and has else None
                     hits.append(Hit(int(seg.ids[r]), int(seg.stories[r]), t, sim, own))
         a = self._active
-        table = a.by_fp if kind == "fp" else a.by_media
-        for r in table.get(key, ())[-self.bucket_cap :]:
+        head, prev = (a.fp_head, a.fp_prev) if kind == "fp" else (a.media_head, a.media_prev)
+        for r in reversed(a.rows(head, prev, key, self.bucket_cap)):
             t = a.times[r]
             if self._near(t, time):
                 has = a.texts[r]
@@ -304,12 +362,12 @@ class StoryIndex:
                 sims.tolist(),
             )
         a = self._active
-        if a.bands:
+        if a.band_head:
             rows_a: set[int] = set()
+            head = a.band_head
             for key in keys:
-                found_rows = a.bands.get(key)
-                if found_rows:
-                    rows_a.update(found_rows[-cap:])
+                if key in head:  # most keys are in no bucket
+                    rows_a.update(a.rows(head, a.band_prev, key, cap, self.bands))
             for r in sorted(rows_a):
                 t = a.times[r]
                 if self._near(t, time):
