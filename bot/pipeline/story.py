@@ -87,9 +87,10 @@ class AssignStories:
         started = time.perf_counter()
         before = len(self.stories.index)
         since = now - timedelta(seconds=self.config.window)
-        for post in stored_posts(session, since, self.seen):
-            self.stories.add_stored(post)
-            self.seen = max(self.seen, post.post_id)
+        posts = list(stored_posts(session, since, self.seen))
+        if posts:
+            self.stories.add_stored(posts)
+            self.seen = max(self.seen, posts[-1].post_id)  # oldest first
         added = len(self.stories.index) - before
         if added:
             self.stories.expire(now)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 
 import numpy as np
 import xxhash
@@ -230,19 +231,24 @@ class Stories:
         """An index from stored posts, oldest first: each row keeps its stored `story_id`; a row without
         one is assigned as a live post would be (its own id starting a new story)."""
         stories = cls(config)
-        last = None
-        for row in rows:
-            last = stories.add_stored(row)
+        last = stories.add_stored(rows)
         if last is not None:
             stories.expire(last)
         return stories
 
-    def add_stored(self, row: StoryPost) -> float:
-        """Index a post the store already holds, under its stored `story_id` (or, without one, the
-        story a live post would get). Returns its time, in epoch seconds."""
-        found = self.assign(row)
-        self.add(found, row.story_id if row.story_id is not None else (found.story_id or row.post_id))
-        return found.time
+    def add_stored(self, rows: Iterable[StoryPost]) -> float | None:
+        """Index posts the store already holds, oldest first, under their stored `story_id` (or,
+        without one, the story a live post would get). Returns the last one's time, in epoch seconds.
+
+        Sketched a chunk at a time, each chunk with the boilerplate learned before it."""
+        last = None
+        rows = iter(rows)
+        while chunk := list(islice(rows, _SKETCH_CHUNK)):
+            for row, sketched in zip(chunk, self.sketches(chunk), strict=True):
+                found = self.assign(row, sketched=sketched)
+                self.add(found, row.story_id if row.story_id is not None else (found.story_id or row.post_id))
+                last = found.time
+        return last
 
 
 class Draft:
