@@ -27,12 +27,14 @@ from bot.alerts.worker import RetryPolicy, Worker, counts
 from bot.backoff import Backoff
 from bot.config import ChannelEntry
 from bot.config.ruleset import RuleSet
+from bot.database_url import parse
 from bot.errors import InputError, first_line
 from bot.pipeline.compose import Windows
 from bot.pipeline.ingest import Ingest
 from bot.pipeline.match import Matcher
 from bot.rules.engine import Limits
 from bot.settings import Settings
+from bot.sources.leases import LeaseKeeper, me
 from bot.store.db import is_outage, observe, release, run_sync
 from bot.store.migrate import open_store
 
@@ -244,6 +246,13 @@ class Monitor:
         from bot.health import Health
 
         self.settings = settings
+        self.role = settings.role
+        postgres = parse(settings.database_url).get_backend_name() == "postgresql"
+        if self.role != "all" and not postgres:
+            raise InputError(
+                f"--role {self.role} needs PostgreSQL (DATABASE_URL): on SQLite one process runs "
+                "everything, with --role all"
+            )
         self.watcher = RulesWatcher(settings.rules_dir, on_reload=self._reloaded, on_error=self._refused)
         self.store = open_store(settings.database_url)
         self.pipeline = Pipeline(settings, self.store, self.watcher.current)
@@ -256,13 +265,47 @@ class Monitor:
         self.tasks: list[asyncio.Task[Any]] = []
         self.scheduler: Any = None
         self.server: Served | None = None
+        # Source workers on PostgreSQL share the channels through leases; alone on SQLite, all of them.
+        self.sources = self.role in ("all", "source")
+        self.delivers = self.role in ("all", "delivery")
+        self.keeper: LeaseKeeper | None = None
+        self._leasing = self.sources and postgres
 
     def _split(self, rules: RuleSet) -> tuple[list[ChannelEntry], list[ChannelEntry]]:
-        """Which channels the Telegram source watches and which the web preview watches."""
+        """Which channels the Telegram source watches and which the web preview watches: of the
+        channels this worker holds a lease on, when it shares them."""
         live = self.telegram is not None
-        by_web = [c for c in rules.config.channels if c.via == "web" or not live]
-        by_tg = [c for c in rules.config.channels if live and c.via != "web"]
+        mine = [
+            c
+            for c in rules.config.channels
+            if self.sources and (self.keeper is None or c.key in self.keeper.held)
+        ]
+        by_web = [c for c in mine if c.via == "web" or not live]
+        by_tg = [c for c in mine if live and c.via != "web"]
         return by_tg, by_web
+
+    async def _watch(self, rules: RuleSet) -> None:
+        """Hand each source its channels now."""
+        by_tg, by_web = self._split(rules)
+        if self.web is not None:
+            self.web.update(by_web)
+        if self.telegram is not None:
+            try:
+                await self.telegram.update(by_tg)
+            except Exception as exc:
+                log.warning("the Telegram source's channels are not all updated: %s", exc)
+        self._announce(by_tg, by_web)
+
+    async def _leases_changed(self, held: frozenset[str]) -> None:
+        if self.web is not None:  # else the sources, not built yet, start with the set held
+            await self._watch(self.watcher.current)
+
+    def _capacity(self) -> int:
+        """Channels this worker may hold: an account's join budget, or what the web preview's request
+        budget polls at its interval."""
+        if self.telegram is not None:
+            return self.settings.join_budget
+        return max(1, int(self.settings.web_rpm * self.settings.web_interval / 60))
 
     async def _reloaded(self, rules: RuleSet) -> None:
         """Senders first (they may refuse, and then nothing changed), then rules, then channels.
@@ -271,15 +314,9 @@ class Monitor:
         cannot subscribe to now is its problem to report and retry, not a refused reload."""
         self.pipeline.reload(rules)
         self.health.listed_at = dict(rules.config.listed_at)
-        by_tg, by_web = self._split(rules)
-        if self.web is not None:
-            self.web.update(by_web)
-        if self.telegram is not None:
-            try:
-                await self.telegram.update(by_tg)
-            except Exception as exc:
-                log.warning("rules reloaded, but the Telegram source's channels are not all updated: %s", exc)
-        self._announce(by_tg, by_web)
+        if self.keeper is not None:
+            self.keeper.list(c.key for c in rules.config.channels)  # its next round moves the leases
+        await self._watch(rules)
 
     async def _refused(self, problems: list[str]) -> None:
         shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
@@ -316,7 +353,7 @@ class Monitor:
         from bot.sources.web import WebSource
         from bot.web.server import serve
 
-        if has_credentials(self.settings):
+        if self.sources and has_credentials(self.settings):
             from bot.sources.login import make_client
             from bot.sources.telegram import TelegramSource
 
@@ -324,21 +361,29 @@ class Monitor:
             self.telegram = TelegramSource(
                 client, self.pipeline.ingest, self.health, self.settings, self.pipeline.ops
             )
-        else:
+        elif self.sources:
             log.info(
                 "no Telegram credentials (TELEGRAM_API_ID, TELEGRAM_API_HASH and a session from "
                 "`tgsentinel login`): watching every channel through the t.me/s web preview"
             )
+        if self._leasing:
+            keeper = self.keeper = LeaseKeeper(
+                self.store, me(self.role, self._capacity()), self.settings.channel_lease, self._leases_changed
+            )
+            keeper.list(c.key for c in self.watcher.current.config.channels)
+            self.health.leases = lambda: keeper.snapshot
+            await keeper.round()  # this worker's share, before any source starts
         by_tg, by_web = self._split(self.watcher.current)
         self._announce(by_tg, by_web)
-        self.web = WebSource(
-            self.pipeline.ingest,
-            self.pipeline.client,
-            self.settings,
-            self.health,
-            by_web,
-            ops=self.pipeline.ops,
-        )
+        if self.sources:
+            self.web = WebSource(
+                self.pipeline.ingest,
+                self.pipeline.client,
+                self.settings,
+                self.health,
+                by_web,
+                ops=self.pipeline.ops,
+            )
         host, port = self.settings.http_host, self.settings.http_port
         try:
             self.server = await serve(self._http_app(), host, port)
@@ -348,11 +393,13 @@ class Monitor:
             ) from None
         self.scheduler = self._schedule()
         self.scheduler.start()
-        self.tasks = [
-            asyncio.create_task(self.pipeline.worker.run(), name="delivery"),
-            asyncio.create_task(self.watcher.run(), name="rules-watch"),
-            asyncio.create_task(self.web.run(), name="web-source"),
-        ]
+        self.tasks = [asyncio.create_task(self.watcher.run(), name="rules-watch")]
+        if self.delivers:
+            self.tasks.append(asyncio.create_task(self.pipeline.worker.run(), name="delivery"))
+        if self.web is not None:
+            self.tasks.append(asyncio.create_task(self.web.run(), name="web-source"))
+        if self.keeper is not None:
+            self.tasks.append(asyncio.create_task(self.keeper.run(), name="leases"))
         if self.telegram is not None:
             await self.telegram.update(by_tg)
             self.tasks.append(asyncio.create_task(self.telegram.run(), name="telegram-source"))
@@ -367,7 +414,8 @@ class Monitor:
                 guarded(job, name), "interval", id=name, max_instances=1, coalesce=True, **trigger
             )
 
-        every(self.pipeline.release_held, "release-held", seconds=2)
+        if self.delivers:
+            every(self.pipeline.release_held, "release-held", seconds=2)
         if self.telegram is not None:
             interval = self.settings.sweep_interval
             every(self.telegram.sweep_all, "sweep", seconds=interval, jitter=max(1, int(interval * 0.1)))
@@ -444,6 +492,8 @@ class Monitor:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.keeper is not None:
+            await self.keeper.stop()  # the sources have stopped: the channels are free for the others
         if self.server is not None:
             await self.server.close()
         await self.pipeline.aclose()

@@ -188,11 +188,23 @@ def import_(
 
 
 @app.command()
-def run(rules: RulesOption = None, db: DbOption = None) -> None:
+def run(
+    rules: RulesOption = None,
+    db: DbOption = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            metavar="all|source|delivery",
+            help="What this process runs (TGSENTINEL_ROLE): sources, delivery, or both. Several "
+            "processes on one PostgreSQL share the channels; on SQLite only 'all'.",
+        ),
+    ] = None,
+) -> None:
     """The monitor: watch the configured channels until SIGTERM."""
     from bot.app import run_monitor
 
-    asyncio.run(run_monitor(load_settings(database_url=db, rules_dir=rules)))
+    asyncio.run(run_monitor(load_settings(database_url=db, rules_dir=rules, role=role)))
 
 
 @app.command()

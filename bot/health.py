@@ -125,6 +125,8 @@ class Health:
         self.flood_wait_until: float | None = None
         # channel key -> "FILE:LINE" of the rules that list it (Config.listed_at), for problems
         self.listed_at: dict[str, str] = {}
+        # Scale-out on PostgreSQL: who holds which channel, and each worker's heartbeat.
+        self.leases: Callable[[], dict[str, Any]] | None = None
 
     # -- what sources tell -------------------------------------------------------------------------
 
@@ -370,6 +372,7 @@ class Health:
                 }
                 for name, ch in self.channels.items()
             },
+            **({"leases": self.leases()} if self.leases is not None else {}),
         }
 
 

@@ -54,3 +54,12 @@ DELIVERY_LATENCY = Histogram(
     "From ingest to a destination's acceptance",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+LEASES_HELD = Gauge(
+    "tgsentinel_leases_held", "Channel leases this source worker holds (PostgreSQL scale-out)"
+)
+LEASE_TAKEOVERS = Counter(
+    "tgsentinel_lease_takeovers_total", "Channels claimed after another worker's lease on them ran out"
+)
+LEASE_RENEWAL_FAILURES = Counter(
+    "tgsentinel_lease_renewal_failures_total", "Lease rounds that failed (the store unavailable or refusing)"
+)

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     web_rpm: int = Field(60, ge=1)  # requests per minute to the web preview, across all channels
     web_max_pages: int = Field(20, ge=1)
 
+    # Scale-out (PostgreSQL only): what this process runs, and how source workers share the channels.
+    role: Literal["all", "source", "delivery"] = "all"
+    channel_lease: Annotated[Seconds, Field(ge=3)] = 60.0  # a dead source worker's channels move after this
+    join_budget: int = Field(450, ge=1, le=1000)  # channels one Telegram account may hold (500 is the cap)
+
     # Delivery.
     retry_base: Seconds = 2.0
     retry_cap: Seconds = 900.0
@@ -144,7 +149,13 @@ class Settings(BaseSettings):
 
 
 # What a command-line option is called, for a bad value given as one.
-_OPTIONS = {"database_url": "--db", "rules_dir": "--rules", "http_host": "--host", "http_port": "--port"}
+_OPTIONS = {
+    "database_url": "--db",
+    "rules_dir": "--rules",
+    "http_host": "--host",
+    "http_port": "--port",
+    "role": "--role",
+}
 
 
 def load_settings(**overrides: Any) -> Settings:

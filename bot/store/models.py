@@ -235,3 +235,33 @@ class RejectedPost(Base):
     reason: Mapped[str] = mapped_column(String(32))  # the label of tgsentinel_posts_rejected_total
     detail: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class Worker(Base):
+    """A `tgsentinel run` process on PostgreSQL, as the others see it: alive while it beats."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))  # all | source | delivery
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    accounts: Mapped[list[Any]] = mapped_column(JSON)  # its Telegram accounts by name; [] for the web preview
+    capacity: Mapped[int] = mapped_column(Integer)  # channels it may hold
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+
+
+class ChannelLease(Base):
+    """A watched channel (its key in the rules), held by at most one source worker until `expires_at`."""
+
+    __tablename__ = "channel_leases"
+
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64), index=True)
+    account: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    listed_at: Mapped[datetime]  # the last time a worker's rules listed it
+    takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -1,0 +1,241 @@
+"""Which channels this source worker watches, when several share one PostgreSQL (`bot.store.leases`).
+
+Every round (a quarter of the lease time) a worker beats, renews what it holds, and then moves
+towards its fair share: the rules' channels divided by the live source workers, rounded up, and
+never more than its capacity. Above it, it gives the surplus back; below it, it claims free or
+expired channels. Rounding up means the shares cover every channel, and a worker only ever gives
+back what is over its own share, so the set settles instead of flapping.
+
+A lease is written to last three quarters of the lease time; with a round every quarter, a dead
+worker's channels are claimed by another within the lease time of its last renewal. A worker whose
+renewals fail stops watching before its leases can run out, so two workers never poll one channel
+on purpose; when they briefly do anyway (a stalled process), the store's idempotency by channel and
+message id and the outbox's keys keep every post stored once and alerted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from bot import metrics
+from bot.errors import first_line
+from bot.store import leases as store
+from bot.store.db import run_sync
+from bot.store.leases import Me
+
+log = logging.getLogger(__name__)
+
+Changed = Callable[[frozenset[str]], Awaitable[None]]
+
+
+def worker_id() -> str:
+    """Unique per process, readable in /healthz: host, pid, and a random tail (a container's pid is
+    often 1, and its host name may be reused after a restart)."""
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def me(role: str, capacity: int, accounts: Iterable[str] = ()) -> Me:
+    return Me(worker_id(), role, socket.gethostname()[:255], os.getpid(), capacity, tuple(accounts))
+
+
+@dataclass(slots=True)
+class Round:
+    """What one round decided, for the caller and the tests."""
+
+    held: frozenset[str]
+    claimed: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    takeovers: int = 0
+    target: int = 0
+    live: int = 0
+
+
+def share(channels: int, live: int, capacity: int) -> int:
+    """A worker's fair share of the channels: rounded up, so the shares cover them all."""
+    return min(capacity, math.ceil(channels / max(live, 1)))
+
+
+def decide(session: Session, me: Me, listed: list[str], held: frozenset[str], lease: float) -> Round:
+    """One round in the caller's transaction: beat, renew, then give back or claim towards the share."""
+    now = store.clock(session)
+    until = now + timedelta(seconds=lease * 0.75)
+    store.beat(session, me, now)
+    store.forget_workers(session, now - timedelta(days=1))
+    wanted = set(listed)
+    # A channel no longer in the rules is given back, not renewed.
+    dropped = sorted(held - wanted)
+    store.release(session, me.id, dropped)
+    kept = store.renew(session, me.id, sorted(held & wanted), until)
+    lost = sorted((held & wanted) - kept)
+    live = store.live_sources(session, now, lease)
+    target = share(len(listed), len(live), me.capacity)
+    out = Round(frozenset(kept), lost=lost, target=target, live=len(live))
+    if len(kept) > target:
+        # The newest in key order go back; any choice works, a stable one keeps the rest still.
+        out.released = sorted(kept)[target:]
+        store.release(session, me.id, out.released)
+        out.held = frozenset(sorted(kept)[:target])
+    elif len(kept) < target:
+        out.claimed, out.takeovers = store.claim(
+            session, me, sorted(wanted - kept), target - len(kept), now, until
+        )
+        out.held = frozenset(kept | set(out.claimed))
+    return out
+
+
+class LeaseKeeper:
+    """Holds this worker's channel leases and tells `on_change` whenever the set it holds changes."""
+
+    def __init__(self, engine: Engine, me: Me, lease: float, on_change: Changed) -> None:
+        self.engine = engine
+        self.me = me
+        self.lease = lease
+        self.on_change = on_change
+        self.listed: list[str] = []
+        self.held: frozenset[str] = frozenset()
+        self.snapshot: dict[str, Any] = {"worker": me.id, "lease_seconds": lease}
+        self._renewed = time.monotonic()  # the last round that reached the store
+        self._wake = asyncio.Event()
+        self._failures = 0
+
+    @property
+    def every(self) -> float:
+        return self.lease / 4
+
+    def list(self, channels: Iterable[str]) -> None:
+        """The channels the rules list now (on start and on every reload)."""
+        self.listed = sorted(set(channels))
+        self._wake.set()
+
+    async def round(self) -> Round | None:
+        """One round; None when the store could not be reached (the set is kept until the leases
+        could have run out, then dropped)."""
+        try:
+            result = await run_sync(self.engine, self._round)
+        except Exception as exc:
+            self._failures += 1
+            metrics.LEASE_RENEWAL_FAILURES.inc()
+            if self._failures == 1:
+                log.warning(
+                    "leases: cannot renew (%s); still watching until they could expire", first_line(exc)
+                )
+            if self.held and time.monotonic() - self._renewed > self.lease * 0.75 - self.every:
+                log.warning(
+                    "leases: not renewed for %.0fs; watching nothing until the store is back",
+                    time.monotonic() - self._renewed,
+                )
+                await self._set(frozenset())
+            return None
+        if self._failures:
+            log.info("leases: renewed again after %d failed round(s)", self._failures)
+            self._failures = 0
+        self._renewed = time.monotonic()
+        if result.lost:
+            log.warning(
+                "leases: lost %d channel(s) to other workers: %s", len(result.lost), ", ".join(result.lost)
+            )
+        if result.takeovers:
+            metrics.LEASE_TAKEOVERS.inc(result.takeovers)
+            log.info("leases: took over %d channel(s) whose worker stopped renewing", result.takeovers)
+        await self._set(result.held)
+        return result
+
+    def _round(self) -> Round:
+        with Session(self.engine) as session, session.begin():
+            if self.listed:
+                store.list_channels(session, self.listed, store.clock(session))
+            result = decide(session, self.me, self.listed, self.held, self.lease)
+        with Session(self.engine) as session:
+            self.snapshot = _snapshot(session, self.me, self.lease)
+        return result
+
+    async def _set(self, held: frozenset[str]) -> None:
+        metrics.LEASES_HELD.set(len(held))
+        if held != self.held:
+            gained, gone = len(held - self.held), len(self.held - held)
+            self.held = held
+            log.info("leases: holding %d channel(s) (+%d, -%d)", len(held), gained, gone)
+            await self.on_change(held)
+
+    async def run(self) -> None:
+        """Rounds until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.every):
+                    await self._wake.wait()
+            self._wake.clear()
+            await self.round()
+
+    async def stop(self) -> None:
+        """A clean stop: every lease given back, so the others take the channels at their next round."""
+        held, self.held = self.held, frozenset()
+
+        def work() -> None:
+            with Session(self.engine) as session, session.begin():
+                store.stopped(session, self.me.id, store.clock(session))
+
+        try:
+            await run_sync(self.engine, work)
+        except Exception as exc:
+            log.warning(
+                "leases: could not give back %d lease(s) (%s); they expire on their own",
+                len(held),
+                first_line(exc),
+            )
+
+
+def _snapshot(session: Session, me: Me, lease: float) -> dict[str, Any]:
+    """Who holds what, for /healthz and `status`."""
+    return {"worker": me.id, "lease_seconds": lease, **describe(session)}
+
+
+def describe(session: Session) -> dict[str, Any]:
+    rows = store.leases(session)
+    held: dict[str, int] = {}
+    for row in rows:
+        if row.holder:
+            held[row.holder] = held.get(row.holder, 0) + 1
+    return {
+        "workers": {
+            w.id: {
+                "role": w.role,
+                "host": w.host,
+                "pid": w.pid,
+                "accounts": w.accounts,
+                "capacity": w.capacity,
+                "started_at": _iso(w.started_at),
+                "heartbeat_at": _iso(w.heartbeat_at),
+                "stopped_at": _iso(w.stopped_at),
+                "leases": held.get(w.id, 0),
+            }
+            for w in store.workers(session)
+        },
+        "channels": {
+            row.channel: {
+                "holder": row.holder,
+                "account": row.account,
+                "expires_at": _iso(row.expires_at),
+                "takeovers": row.takeovers,
+            }
+            for row in rows
+        },
+    }
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat(timespec="seconds") if t else None
