@@ -34,8 +34,8 @@ from bot.pipeline.ingest import Ingest
 from bot.pipeline.match import Matcher
 from bot.rules.engine import Limits
 from bot.settings import Settings
-from bot.sources.leases import LeaseKeeper, me
 from bot.store.db import is_outage, observe, release, run_sync
+from bot.store.keeper import LeaseKeeper, me
 from bot.store.migrate import open_store
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, Interval, literal, select, update
 from sqlalchemy.orm import Session
 
-from bot.sources.leases import Round, decide
+from bot.store.keeper import Round, decide
 from bot.store.leases import Me, clock, list_channels, release
 from bot.store.models import ChannelLease, Worker
 

@@ -6,7 +6,7 @@ once take different rows and neither waits for the other. Every time here is the
 (`clock`), so workers on hosts whose clocks disagree still agree on when a lease ran out.
 
 These are single statements for the caller's transaction; the policy (how many to hold, when to
-give some back) is `bot.sources.leases`.
+give some back) is `bot.store.keeper`.
 """
 
 from __future__ import annotations
