@@ -38,9 +38,9 @@ rules:
 """
 
 
-def post_html(channel: str, mid: int, text: str) -> str:
+def post_html(channel: str, mid: int, text: str, tg_id: int = TG_ID) -> str:
     """One post in the preview's markup (see tests/fixtures/web/channel_page.html)."""
-    view = base64.urlsafe_b64encode(f'{{"c":-{TG_ID},"p":{mid}}}'.encode()).decode().rstrip("=")
+    view = base64.urlsafe_b64encode(f'{{"c":-{tg_id},"p":{mid}}}'.encode()).decode().rstrip("=")
     when = datetime.now(UTC).replace(microsecond=0).isoformat()
     return (
         '<div class="tgme_widget_message_wrap js-widget_message_wrap">'
@@ -58,7 +58,9 @@ def post_html(channel: str, mid: int, text: str) -> str:
     )
 
 
-def page_html(posts: Sequence[tuple[int, str]], before: int | None = None, channel: str = CHANNEL) -> str:
+def page_html(
+    posts: Sequence[tuple[int, str]], before: int | None = None, channel: str = CHANNEL, tg_id: int = TG_ID
+) -> str:
     more = (
         '<div class="tgme_widget_message_centered js-messages_more_wrap">'
         f'<a href="/s/{channel}?before={before}" class="tme_messages_more js-messages_more"'
@@ -66,7 +68,7 @@ def page_html(posts: Sequence[tuple[int, str]], before: int | None = None, chann
         if before is not None
         else ""
     )
-    body = "".join(post_html(channel, mid, text) for mid, text in sorted(posts))
+    body = "".join(post_html(channel, mid, text, tg_id) for mid, text in sorted(posts))
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body><div class="tgme_channel_info">'
         '<div class="tgme_channel_info_header"><div class="tgme_channel_info_header_title">'

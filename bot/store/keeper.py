@@ -40,6 +40,7 @@ from bot.store.leases import Me
 log = logging.getLogger(__name__)
 
 Changed = Callable[[frozenset[str]], Awaitable[None]]
+TTL = 0.75  # of the lease time: how long a renewal lasts; rounds come every quarter
 
 
 def worker_id() -> str:
@@ -73,7 +74,8 @@ def share(channels: int, live: int, capacity: int) -> int:
 def decide(session: Session, me: Me, listed: list[str], held: frozenset[str], lease: float) -> Round:
     """One round in the caller's transaction: beat, renew, then give back or claim towards the share."""
     now = store.clock(session)
-    until = now + timedelta(seconds=lease * 0.75)
+    ttl = lease * TTL
+    until = now + timedelta(seconds=ttl)
     store.beat(session, me, now)
     store.forget_workers(session, now - timedelta(days=1))
     wanted = set(listed)
@@ -82,7 +84,9 @@ def decide(session: Session, me: Me, listed: list[str], held: frozenset[str], le
     store.release(session, me.id, dropped)
     kept = store.renew(session, me.id, sorted(held & wanted), until)
     lost = sorted((held & wanted) - kept)
-    live = store.live_sources(session, now, lease)
+    # A worker silent for as long as a lease lasts is counted out when its leases run out, so the
+    # survivors' shares grow in the same round that lets them claim its channels.
+    live = store.live_sources(session, now, ttl)
     target = share(len(listed), len(live), me.capacity)
     out = Round(frozenset(kept), lost=lost, target=target, live=len(live))
     if len(kept) > target:
@@ -134,7 +138,7 @@ class LeaseKeeper:
                 log.warning(
                     "leases: cannot renew (%s); still watching until they could expire", first_line(exc)
                 )
-            if self.held and time.monotonic() - self._renewed > self.lease * 0.75 - self.every:
+            if self.held and time.monotonic() - self._renewed > self.lease * TTL - self.every:
                 log.warning(
                     "leases: not renewed for %.0fs; watching nothing until the store is back",
                     time.monotonic() - self._renewed,
