@@ -39,6 +39,7 @@ from bot.store.keeper import LeaseKeeper, me
 from bot.store.migrate import open_store
 
 if TYPE_CHECKING:
+    from bot.sources.telegram import ChannelEntryLike
     from bot.web.server import Served
 
 log = logging.getLogger("tgsentinel")
@@ -230,12 +231,13 @@ def guarded(job: Callable[[], Awaitable[Any]], name: str) -> Callable[[], Awaita
     return run
 
 
-def has_credentials(settings: Settings) -> bool:
+def telegram_accounts(settings: Settings) -> list[str]:
+    """The accounts `run` watches through (none without the API id and hash: the web preview)."""
     if not (settings.api_id and settings.api_hash):
-        return False
-    from bot.sources.login import session_path
+        return []
+    from bot.sources.login import accounts
 
-    return bool(settings.session) or session_path(settings).exists()
+    return accounts(settings)
 
 
 class Monitor:
@@ -285,27 +287,35 @@ class Monitor:
         return by_tg, by_web
 
     async def _watch(self, rules: RuleSet) -> None:
-        """Hand each source its channels now."""
+        """Hand each source its channels now: the accounts theirs, up to their join budgets, and the
+        web preview the rest."""
         by_tg, by_web = self._split(rules)
-        if self.web is not None:
-            self.web.update(by_web)
         if self.telegram is not None:
             try:
-                await self.telegram.update(by_tg)
+                by_web = by_web + await self.telegram.update(by_tg)
             except Exception as exc:
                 log.warning("the Telegram source's channels are not all updated: %s", exc)
+            by_tg = [c for c in by_tg if c.key in self.telegram.of]
+        if self.web is not None:
+            self.web.update(by_web)
         self._announce(by_tg, by_web)
 
     async def _leases_changed(self, held: frozenset[str]) -> None:
         if self.web is not None:  # else the sources, not built yet, start with the set held
             await self._watch(self.watcher.current)
 
+    async def _account_lost(self, left: list[ChannelEntryLike]) -> None:
+        """An account's channels go to the others; past their budgets, to the web preview, and past
+        this worker's capacity, back to the other workers at the next lease round."""
+        await self._watch(self.watcher.current)
+        if self.keeper is not None:
+            self.keeper.wake()
+
     def _capacity(self) -> int:
-        """Channels this worker may hold: an account's join budget, or what the web preview's request
-        budget polls at its interval."""
-        if self.telegram is not None:
-            return self.settings.join_budget
-        return max(1, int(self.settings.web_rpm * self.settings.web_interval / 60))
+        """Channels this worker may hold: its live accounts' join budgets and what the web preview's
+        request budget polls at its interval."""
+        web = max(1, int(self.settings.web_rpm * self.settings.web_interval / 60))
+        return web + (self.telegram.capacity if self.telegram is not None else 0)
 
     async def _reloaded(self, rules: RuleSet) -> None:
         """Senders first (they may refuse, and then nothing changed), then rules, then channels.
@@ -353,37 +363,51 @@ class Monitor:
         from bot.sources.web import WebSource
         from bot.web.server import serve
 
-        if self.sources and has_credentials(self.settings):
+        accounts = telegram_accounts(self.settings) if self.sources else []
+        if accounts:
+            from bot.sources.accounts import Accounts
             from bot.sources.login import make_client
             from bot.sources.telegram import TelegramSource
 
-            client = make_client(self.settings)
-            self.telegram = TelegramSource(
-                client, self.pipeline.ingest, self.health, self.settings, self.pipeline.ops
+            self.telegram = Accounts(
+                [
+                    TelegramSource(
+                        make_client(self.settings, name),
+                        self.pipeline.ingest,
+                        self.health,
+                        self.settings,
+                        self.pipeline.ops,
+                        account=name,
+                    )
+                    for name in accounts
+                ],
+                self.settings.join_budget,
+                self.pipeline.ops,
+                on_lost=self._account_lost,
             )
         elif self.sources:
             log.info(
                 "no Telegram credentials (TELEGRAM_API_ID, TELEGRAM_API_HASH and a session from "
                 "`tgsentinel login`): watching every channel through the t.me/s web preview"
             )
+        if self.sources:
+            self.web = WebSource(
+                self.pipeline.ingest, self.pipeline.client, self.settings, self.health, ops=self.pipeline.ops
+            )
         if self._leasing:
             keeper = self.keeper = LeaseKeeper(
-                self.store, me(self.role, self._capacity()), self.settings.channel_lease, self._leases_changed
+                self.store,
+                me(self.role, self._capacity(), accounts),
+                self.settings.channel_lease,
+                self._leases_changed,
+                capacity=self._capacity,
+                accounts=lambda: self.telegram.of if self.telegram is not None else {},
             )
             keeper.list(c.key for c in self.watcher.current.config.channels)
             self.health.leases = lambda: keeper.snapshot
-            await keeper.round()  # this worker's share, before any source starts
-        by_tg, by_web = self._split(self.watcher.current)
-        self._announce(by_tg, by_web)
-        if self.sources:
-            self.web = WebSource(
-                self.pipeline.ingest,
-                self.pipeline.client,
-                self.settings,
-                self.health,
-                by_web,
-                ops=self.pipeline.ops,
-            )
+            await keeper.round()  # this worker's share, before any source starts: it hands them out
+        else:
+            await self._watch(self.watcher.current)
         host, port = self.settings.http_host, self.settings.http_port
         try:
             self.server = await serve(self._http_app(), host, port)
@@ -401,7 +425,6 @@ class Monitor:
         if self.keeper is not None:
             self.tasks.append(asyncio.create_task(self.keeper.run(), name="leases"))
         if self.telegram is not None:
-            await self.telegram.update(by_tg)
             self.tasks.append(asyncio.create_task(self.telegram.run(), name="telegram-source"))
 
     def _schedule(self) -> Any:

@@ -248,6 +248,14 @@ def login(
     print_session: Annotated[
         bool, typer.Option("--print-session", help="Also print a string session for TELEGRAM_SESSION.")
     ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="A named account (for several per worker): kept as data/sessions/NAME.session; its "
+            "string session goes in TELEGRAM_SESSION_NAME.",
+        ),
+    ] = None,
 ) -> None:
     """Log in to Telegram once; the session is kept under the data directory (mode 0600).
 
@@ -257,8 +265,8 @@ def login(
     import getpass
     import os
 
+    from bot.sources.login import DEFAULT, account_name, session_path
     from bot.sources.login import login as do_login
-    from bot.sources.login import session_path
 
     settings = load_settings()
     if not settings.api_id or not settings.api_hash:
@@ -275,7 +283,7 @@ def login(
     def password() -> str:
         return os.environ.get("TELEGRAM_PASSWORD") or line("2FA password: ", secret=True)
 
-    path = session_path(settings)
+    path = session_path(settings, account_name(name) if name is not None else DEFAULT)
     session = asyncio.run(
         do_login(settings.api_id, settings.api_hash, path, phone, lambda: line("Code: "), password)
     )

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     role: Literal["all", "source", "delivery"] = "all"
     channel_lease: Annotated[Seconds, Field(ge=3)] = 60.0  # a dead source worker's channels move after this
     join_budget: int = Field(450, ge=1, le=1000)  # channels one Telegram account may hold (500 is the cap)
+    # The Telegram accounts this process runs, by name ("default" is TELEGRAM_SESSION or the login
+    # file), comma-separated; unset: every one it has a session for. Two processes must never run
+    # one account: Telegram drops a session used from two connections at once.
+    accounts: str | None = None
 
     # Delivery.
     retry_base: Seconds = 2.0

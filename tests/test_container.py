@@ -62,6 +62,37 @@ def default_of(expr: str) -> str:
     return m.group(2)
 
 
+def in_profile(profile: str) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose()["services"].items() if profile in s.get("profiles", [])}
+
+
+def role_of(service: dict[str, Any]) -> str | None:
+    """What `run --role ROLE` (or `--role=ROLE`) in the service's command runs; None for no `run`."""
+    command = service.get("command") or []
+    argv = command.split() if isinstance(command, str) else list(command)
+    if argv[:1] != ["run"]:
+        return None
+    for i, arg in enumerate(argv):
+        if arg == "--role" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--role="):
+            return arg.partition("=")[2]
+    return service.get("environment", {}).get("TGSENTINEL_ROLE", "all")
+
+
+def scale_workers() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in in_profile("scale").items() if role_of(s) is not None}
+
+
+def published(mapping: str | dict[str, Any]) -> tuple[str, str, str]:
+    """A `ports` entry as (host address, host port, container port), short or long syntax."""
+    if isinstance(mapping, dict):
+        return mapping.get("host_ip", ""), str(mapping.get("published", "")), str(mapping["target"])
+    parts = str(mapping).split("/")[0].rsplit(":", 2)  # "CONTAINER", "HOST:CONTAINER", "IP:HOST:CONTAINER"
+    address, host, container = ["", "", *parts][-3:]
+    return address, host, container
+
+
 def setting_names(name: str, field: Any) -> list[str]:
     alias = field.validation_alias
     return list(alias.choices) if alias is not None else [f"TGSENTINEL_{name.upper()}"]
@@ -159,7 +190,7 @@ def test_compose_env_file_is_optional():
 def test_compose_waits_for_a_healthy_postgres_only_when_its_profile_is_on():
     services = compose()["services"]
     postgres = services["postgres"]
-    assert postgres["profiles"] == ["postgres"]
+    assert postgres["profiles"] == ["postgres", "scale"]
     test = postgres["healthcheck"]["test"]
     assert test[0] in ("CMD", "CMD-SHELL") and "pg_isready" in " ".join(test)
     # required: false: without the profile the dependency is dropped instead of failing the project.
@@ -195,6 +226,138 @@ def test_one_postgres_password_in_compose_and_env_example():
     assert urls == [
         f"postgresql+psycopg://{postgres['POSTGRES_USER']}:{password}@postgres:5432/{postgres['POSTGRES_DB']}"
     ]
+
+
+# --- docker-compose.yml: the scale profile
+
+
+def test_compose_scale_profile_runs_two_source_and_two_delivery_workers():
+    workers = scale_workers()
+    roles = sorted(role_of(s) or "" for s in workers.values())
+    assert roles == ["delivery", "delivery", "source", "source"], workers.keys()
+    for name, service in workers.items():
+        # The role on the command line, over any TGSENTINEL_ROLE an .env sets for tgsentinel.
+        assert service["command"] == ["run", "--role", role_of(service)], name
+        Settings(_env_file=None, role=role_of(service))
+    # Nothing else in the profile but its database.
+    assert set(in_profile("scale")) - set(workers) == {"postgres"}
+
+
+def test_compose_scale_workers_run_tgsentinel_as_its_service_does():
+    main = compose()["services"]["tgsentinel"]
+    rules = [v for v in main["volumes"] if v.endswith(":/app/rules:ro")]
+    assert rules
+    for name, service in scale_workers().items():
+        for key in ("build", "image", "restart", "env_file", "stop_grace_period"):
+            assert service.get(key) == main[key], f"{name}: {key}"
+        assert "restart_policy" not in service.get("deploy", {}), name
+        assert set(rules) <= set(service["volumes"]), f"{name} has no rules mounted as tgsentinel does"
+
+
+def test_compose_scale_workers_use_the_postgres_service_database():
+    postgres = compose()["services"]["postgres"]["environment"]
+    password = default_of(postgres["POSTGRES_PASSWORD"])
+    shown = re.findall(r"^# DATABASE_URL=(postgresql\S+@postgres:\S+)$", ENV_EXAMPLE, re.M)
+    for name, service in scale_workers().items():
+        url = service["environment"]["DATABASE_URL"]  # set here, over a SQLite one in .env
+        # The same password interpolation as the postgres service's, and otherwise its database.
+        assert postgres["POSTGRES_PASSWORD"] in url, name
+        assert [url.replace(postgres["POSTGRES_PASSWORD"], password)] == shown, name
+        assert Settings(_env_file=None, database_url=url).database_url.startswith("postgresql"), name
+
+
+def test_compose_scale_services_wait_for_a_healthy_postgres():
+    scale = in_profile("scale")
+    postgres = scale["postgres"]
+    test = postgres["healthcheck"]["test"]
+    assert test[0] in ("CMD", "CMD-SHELL") and "pg_isready" in " ".join(test)
+    assert not postgres["healthcheck"].get("disable")
+    for name, service in scale.items():
+        if name == "postgres":
+            continue
+        depends = service.get("depends_on")
+        # The short (list) form is service_started: a worker would start before PostgreSQL accepts
+        # connections and exit. Not required: false either, which drops the dependency silently.
+        assert isinstance(depends, dict) and "postgres" in depends, name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+        assert depends["postgres"].get("required", True) is True, name
+
+
+def test_compose_scale_workers_have_a_healthcheck_on_their_port():
+    # Each worker's own, or else the image's: the Dockerfile's HEALTHCHECK, when it runs that image.
+    image_check = [a for w, a in instructions() if w == "HEALTHCHECK"]
+    main = compose()["services"]["tgsentinel"]
+    for name, service in scale_workers().items():
+        check = service.get("healthcheck")
+        if check is None:
+            assert service.get("build") == main["build"] and service.get("image") == main["image"], name
+            assert len(image_check) == 1, "the image has no HEALTHCHECK to inherit"
+            probe = image_check[0]
+        else:
+            assert not check.get("disable") and check.get("test") not in (["NONE"], "NONE"), name
+            probe = json.dumps(check["test"])
+        assert "/healthz" in probe, f"{name}: {probe}"
+        port = service["environment"]["TGSENTINEL_HTTP_PORT"]
+        assert "TGSENTINEL_HTTP_PORT" in probe or f":{port}/" in probe, f"{name} probes another port"
+
+
+def test_compose_scale_source_workers_each_keep_their_own_session():
+    project = compose()
+    sources = {n: s for n, s in scale_workers().items() if role_of(s) == "source"}
+    assert len(sources) == 2
+    workdir = re.findall(r"^WORKDIR (\S+)$", DOCKERFILE.rsplit("\nFROM ", 1)[1], re.M)[-1]
+    default_data_dir = str(Settings.model_fields["data_dir"].default)
+    volumes, strings = {}, {}
+    for name, service in sources.items():
+        env = service["environment"]
+        # The session file is TGSENTINEL_DATA_DIR/telegram.session, relative to the WORKDIR.
+        data_dir = os.path.join(workdir, env.get("TGSENTINEL_DATA_DIR", default_data_dir))
+        mounts = [v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == data_dir]
+        # A named volume: the session survives `down` and `up`; an anonymous one would not.
+        assert len(mounts) == 1 and mounts[0] in project["volumes"], f"{name}: {data_dir} is {mounts}"
+        volumes[name] = mounts[0]
+        # Set here, so .env's TELEGRAM_SESSION (tgsentinel's account) reaches no source worker; empty
+        # by default, which is unset: then the session file in the worker's own volume.
+        session = str(env.get("TELEGRAM_SESSION"))
+        m = re.fullmatch(r"\$\{(\w+):-\}", session)
+        assert m, f"{name}: TELEGRAM_SESSION is {session!r}, not ${{VAR:-}}"
+        # env_file hands .env to every container, where a TELEGRAM_SESSION_<NAME> is one more account.
+        assert not m.group(1).startswith("TELEGRAM_SESSION"), f"{name}: {m.group(1)} reaches every worker"
+        strings[name] = m.group(1)
+    main = project["services"]["tgsentinel"]
+    main_data = [v.split(":")[0] for v in main["volumes"] if v.endswith(":/app/data")]
+    assert len(set(volumes.values())) == len(sources), f"source workers share a session volume: {volumes}"
+    assert not set(volumes.values()) & set(main_data), "a source worker shares tgsentinel's session volume"
+    assert len(set(strings.values())) == len(sources), f"source workers share a session string: {strings}"
+
+
+def test_compose_scale_ports_are_published_on_loopback_only():
+    project = compose()
+    host_ports = [default_of(project["services"]["tgsentinel"]["environment"]["TGSENTINEL_HTTP_PORT"])]
+    for name, service in in_profile("scale").items():
+        assert service.get("network_mode") != "host", f"{name} is on the host's network"
+        for mapping in service.get("ports", []):
+            address, host_port, _ = published(mapping)
+            assert address == "127.0.0.1", f"{name}: {mapping} is open to the network"
+            host_ports.append(host_port)
+    for name, service in scale_workers().items():
+        env = service["environment"]
+        assert env["TGSENTINEL_HTTP_HOST"] == "0.0.0.0", name
+        # Each worker's /healthz and /metrics on a host port of its own, to the port it listens on.
+        assert [published(m)[2] for m in service["ports"]] == [env["TGSENTINEL_HTTP_PORT"]], name
+    assert "ports" not in in_profile("scale")["postgres"]
+    assert len(host_ports) == len(set(host_ports)) == 1 + len(scale_workers()), host_ports
+
+
+def test_compose_up_without_a_profile_starts_what_it_did():
+    services = compose()["services"]
+    default = {n: s for n, s in services.items() if not s.get("profiles")}
+    assert set(default) == {"tgsentinel"}
+    for name, service in default.items():
+        for needed, how in (service.get("depends_on") or {}).items():
+            if services[needed].get("profiles"):
+                # Else compose refuses the project without that profile: "depends on undefined service".
+                assert how.get("required") is False, f"{name} needs {needed}, off without its profile"
 
 
 # --- .env.example

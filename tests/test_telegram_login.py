@@ -69,3 +69,50 @@ def test_session_file_is_created_private(tmp_path: Path) -> None:
     path = tmp_path / "data" / "telegram.session"
     login._private_file(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_named_accounts_come_from_their_variables_and_the_sessions_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32)
+    assert login.accounts(s) == []
+    named = login.session_path(s, "acc2")
+    assert named == tmp_path / "data" / "sessions" / "acc2.session"
+    named.parent.mkdir(parents=True)
+    SQLiteSession(str(named)).close()
+    monkeypatch.setenv("TELEGRAM_SESSION_ACC3", a_string_session())
+    monkeypatch.setenv("TELEGRAM_SESSION_BAD NAME", "x")  # not a name: ignored
+    SQLiteSession(str(login.session_path(s))).close()  # the default account's file
+    assert login.accounts(s) == ["default", "acc2", "acc3"]
+    client = login.make_client(s, "acc3")
+    assert isinstance(client.session, StringSession) and client.session.dc_id == 2
+    file_client = login.make_client(s, "acc2")
+    assert Path(file_client.session.filename) == named
+    file_client.session.close()
+
+
+async def test_a_broken_named_string_session_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_SESSION_ACC2", "1!!!")
+    s = settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32)
+    with pytest.raises(SessionError, match="TELEGRAM_SESSION_ACC2 is not a valid string session"):
+        login.make_client(s, "acc2")
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "x" * 33, "../etc"])
+def test_login_refuses_a_name_that_is_not_one_in_one_line(bad: str) -> None:
+    with pytest.raises(InputError, match="--name"):
+        login.account_name(bad)
+
+
+def test_a_worker_runs_the_accounts_it_is_told_to_and_refuses_one_without_a_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TELEGRAM_SESSION_ACC1", a_string_session())
+    monkeypatch.setenv("TELEGRAM_SESSION_ACC2", a_string_session())
+    s = settings(tmp_path, TELEGRAM_API_ID=1, TELEGRAM_API_HASH="h" * 32)
+    assert login.accounts(s) == ["acc1", "acc2"]
+    assert login.accounts(s.model_copy(update={"accounts": "ACC2"})) == ["acc2"]
+    with pytest.raises(InputError, match="TGSENTINEL_ACCOUNTS names acc9, with no session"):
+        login.accounts(s.model_copy(update={"accounts": "acc2,acc9"}))

@@ -7,10 +7,12 @@ session as a string for TELEGRAM_SESSION, so a container can run without the fil
 from __future__ import annotations
 
 import os
+import re
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from dotenv import dotenv_values
 from telethon import TelegramClient
 from telethon.sessions import StringSession
 
@@ -19,12 +21,63 @@ from bot.settings import Settings
 from bot.sources.telegram import LOGIN_HINT, SessionError
 
 SESSION_FILE = "telegram.session"
+SESSIONS_DIR = "sessions"  # under the data directory: one `NAME.session` per named account
+DEFAULT = "default"
+_ENV_PREFIX = "TELEGRAM_SESSION_"
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 Prompt = Callable[[], str | Awaitable[str]]
 
 
-def session_path(settings: Settings) -> Path:
+def account_name(name: str) -> str:
+    """An account's name (`login --name`, TGSENTINEL_ACCOUNTS), checked: letters, digits, - and _."""
+    name = name.strip().lower()
+    if not _NAME.fullmatch(name):
+        raise InputError(f"account name {name!r} must be 1-32 letters, digits, '-' or '_' (--name)")
+    return name
+
+
+def session_path(settings: Settings, account: str = DEFAULT) -> Path:
     """The session file. One process at a time: two sharing it get "database is locked"."""
-    return settings.data_dir / SESSION_FILE
+    if account == DEFAULT:
+        return settings.data_dir / SESSION_FILE
+    return settings.data_dir / SESSIONS_DIR / f"{account}.session"
+
+
+def _named_strings(settings: Settings) -> dict[str, str]:
+    """TELEGRAM_SESSION_<NAME> from the environment, or from .env as the settings read it."""
+    found: dict[str, str] = {}
+    env_file = Path(str(settings.model_config.get("env_file") or ".env"))
+    sources = [dotenv_values(env_file) if env_file.is_file() else {}, os.environ]
+    for source in sources:
+        for key, value in source.items():
+            if key.upper().startswith(_ENV_PREFIX) and value:
+                name = key[len(_ENV_PREFIX) :].lower()
+                if _NAME.fullmatch(name):
+                    found[name] = value
+    return found
+
+
+def accounts(settings: Settings) -> list[str]:
+    """Every account this process has a session for, by name: `default` (TELEGRAM_SESSION, or the
+    file `login` writes), each TELEGRAM_SESSION_<NAME>, and each `login --name NAME` file."""
+    names = []
+    if settings.session or session_path(settings).exists():
+        names.append(DEFAULT)
+    names += _named_strings(settings)
+    folder = settings.data_dir / SESSIONS_DIR
+    if folder.is_dir():
+        names += [f.stem for f in folder.glob("*.session") if _NAME.fullmatch(f.stem)]
+    found = sorted(set(names), key=lambda n: (n != DEFAULT, n))
+    if settings.accounts is None:
+        return found
+    chosen = [account_name(n) for n in settings.accounts.split(",") if n.strip()]
+    missing = [n for n in chosen if n not in found]
+    if missing:
+        raise InputError(
+            f"TGSENTINEL_ACCOUNTS names {', '.join(missing)}, with no session (log in with "
+            f"`tgsentinel login --name NAME`, or set TELEGRAM_SESSION_NAME)"
+        )
+    return chosen
 
 
 def _private_file(path: Path) -> None:
@@ -64,17 +117,19 @@ def _ask_phone() -> str:
     return input("Phone number (international format, e.g. +44...): ")
 
 
-def make_client(settings: Settings) -> TelegramClient:
-    """The client for `run`: TELEGRAM_SESSION if set, else the session file written by `login`."""
+def make_client(settings: Settings, account: str = DEFAULT) -> TelegramClient:
+    """The client for `run`: the account's string session if set, else its session file."""
     if not settings.api_id or not settings.api_hash:
         raise InputError("TELEGRAM_API_ID and TELEGRAM_API_HASH are not set (get them at https://my.telegram.org)")
-    if settings.session:
+    variable = "TELEGRAM_SESSION" if account == DEFAULT else f"{_ENV_PREFIX}{account.upper()}"
+    string = settings.session if account == DEFAULT else _named_strings(settings).get(account)
+    if string:
         try:
-            session: StringSession | str = StringSession(settings.session)
+            session: StringSession | str = StringSession(string)
         except (ValueError, struct.error):
-            raise SessionError(f"TELEGRAM_SESSION is not a valid string session: {LOGIN_HINT}") from None
+            raise SessionError(f"{variable} is not a valid string session: {LOGIN_HINT}") from None
     else:
-        path = session_path(settings)
+        path = session_path(settings, account)
         if not path.exists():
             raise SessionError(f"no Telegram session ({path} does not exist): {LOGIN_HINT}")
         session = str(path)

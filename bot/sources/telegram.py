@@ -239,8 +239,12 @@ class TelegramSource:
         *,
         pace: float | None = None,
         backoff: tuple[float, float] = (1.0, 60.0),
+        account: str = "default",
     ) -> None:
         self.client = client
+        self.account = account
+        # Its own health line per account; the only account keeps the plain name.
+        self.source = SOURCE if account == "default" else f"{SOURCE}:{account}"
         self.sink = sink
         self.health = health
         self.settings = settings
@@ -254,7 +258,7 @@ class TelegramSource:
         # Channels that cannot be watched (no such name, private): not tried again until a reload
         # lists them again, since resolving a missing name again and again earns long FloodWaits.
         self._parked: set[str] = set()
-        health.source(SOURCE)
+        health.source(self.source)
         self._handlers: list[tuple[Callable[[Any], Awaitable[None]], EventBuilder]] = []
         self._fatal: SessionError | None = None
         # Albums already handed over (grouped_id), so parts arriving late are not a second post.
@@ -272,7 +276,7 @@ class TelegramSource:
     async def start(self) -> None:
         """Check the session, subscribe to every channel, register the handlers and catch up."""
         await self._check_session()
-        self.health.set_connected(SOURCE, True)
+        self.health.set_connected(self.source, True)
         if not self._started:
             self._started = True
             await self._subscribe(list(self._entries.values()))
@@ -286,7 +290,7 @@ class TelegramSource:
         """
         failures = 0
         if self.client.is_connected():
-            self.health.set_connected(SOURCE, True)
+            self.health.set_connected(self.source, True)
         while True:
             try:
                 if not self.client.is_connected():
@@ -295,18 +299,18 @@ class TelegramSource:
                 failures = 0
                 await self.client.disconnected
             except SessionError:
-                self.health.set_connected(SOURCE, False, "session lost")
+                self.health.set_connected(self.source, False, "session lost")
                 raise
             except Exception as e:
                 # Network trouble of any kind: never fatal, the loop reconnects and catches up.
                 reason = _describe(e)
                 log.warning("telegram connection lost: %s", reason)
-                self.health.set_connected(SOURCE, False, reason)
+                self.health.set_connected(self.source, False, reason)
             if self._fatal is not None:
-                self.health.set_connected(SOURCE, False, "session lost")
+                self.health.set_connected(self.source, False, "session lost")
                 raise self._fatal
-            if self.health.sources[SOURCE].connected is not False:
-                self.health.set_connected(SOURCE, False, "disconnected")
+            if self.health.sources[self.source].connected is not False:
+                self.health.set_connected(self.source, False, "disconnected")
             failures += 1
             wait = self._reconnect.delay(failures)
             log.info("reconnecting to telegram in %.1fs", wait)
@@ -315,7 +319,7 @@ class TelegramSource:
     async def stop(self) -> None:
         self._unregister()
         await self.client.disconnect()
-        self.health.set_connected(SOURCE, False, "stopped")
+        self.health.set_connected(self.source, False, "stopped")
 
     async def update(self, channels: Iterable[ChannelEntryLike]) -> None:
         """Hot reload: subscribe new channels, drop removed ones; try parked ones still listed once more."""
@@ -328,7 +332,7 @@ class TelegramSource:
             self.health.forget(key)
         added = [e for k, e in wanted.items() if k not in self._watched]
         for key in wanted.keys() - self._watched.keys():
-            self.health.watch(key, SOURCE)  # shown from the start, even before the client connects
+            self.health.watch(key, self.source)  # shown from the start, even before the client connects
         self._parked &= set(wanted)
         self._entries = wanted
         if not self._started:
@@ -374,7 +378,7 @@ class TelegramSource:
     async def _session_lost(self, e: BaseException) -> NoReturn:
         msg = f"the Telegram session is not valid ({type(e).__name__}): {LOGIN_HINT}"
         self._fatal = SessionError(msg)
-        self.health.set_connected(SOURCE, False, "session lost")
+        self.health.set_connected(self.source, False, "session lost")
         await self._notice("session", "telegram", msg)
         raise self._fatal from None
 
@@ -392,7 +396,7 @@ class TelegramSource:
         fresh: list[tuple[ChannelEntryLike, Any]] = []
         for entry in entries:
             key = _entry_key(entry)
-            self.health.watch(key, SOURCE)
+            self.health.watch(key, self.source)
             ref = await self.sink.resolved(entry.name) if entry.name else None
             if ref is not None and ref.tg_id is not None and ref.access_hash is not None:
                 cached.append((entry, ref))
@@ -490,7 +494,7 @@ class TelegramSource:
         w = _Watched(entry=entry, ref=ref, peer=types.InputPeerChannel(chat.id, chat.access_hash or 0))
         if w.key != key:
             self.health.forget(key)
-            self.health.watch(w.key, SOURCE)
+            self.health.watch(w.key, self.source)
         async with w.lock:
             cursor = await self.sink.cursor(ref)
             if cursor is None:

@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,9 +105,20 @@ def decide(session: Session, me: Me, listed: list[str], held: frozenset[str], le
 class LeaseKeeper:
     """Holds this worker's channel leases and tells `on_change` whenever the set it holds changes."""
 
-    def __init__(self, engine: Engine, me: Me, lease: float, on_change: Changed) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        me: Me,
+        lease: float,
+        on_change: Changed,
+        *,
+        capacity: Callable[[], int] | None = None,
+        accounts: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         self.engine = engine
         self.me = me
+        self.capacity = capacity  # asked every round: an account lost holds fewer channels
+        self.accounts = accounts  # channel -> the account watching it, written on its lease
         self.lease = lease
         self.on_change = on_change
         self.listed: list[str] = []
@@ -124,6 +135,10 @@ class LeaseKeeper:
     def list(self, channels: Iterable[str]) -> None:
         """The channels the rules list now (on start and on every reload)."""
         self.listed = sorted(set(channels))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """A round now, not at the next quarter lease (the capacity changed)."""
         self._wake.set()
 
     async def round(self) -> Round | None:
@@ -160,10 +175,14 @@ class LeaseKeeper:
         return result
 
     def _round(self) -> Round:
+        if self.capacity is not None:
+            self.me = replace(self.me, capacity=self.capacity())
         with Session(self.engine) as session, session.begin():
             if self.listed:
                 store.list_channels(session, self.listed, store.clock(session))
             result = decide(session, self.me, self.listed, self.held, self.lease)
+            if self.accounts is not None:
+                store.name_accounts(session, self.me.id, self.accounts())
         with Session(self.engine) as session:
             self.snapshot = _snapshot(session, self.me, self.lease)
         return result

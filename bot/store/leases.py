@@ -151,6 +151,29 @@ def claim(
     return keys, sum(1 for _, holder in rows if holder is not None)
 
 
+def name_accounts(session: Session, worker: str, accounts: dict[str, str]) -> None:
+    """Record which of the worker's accounts watches each channel it holds (the rest: none)."""
+    by_account: dict[str | None, list[str]] = {}
+    for channel, account in accounts.items():
+        by_account.setdefault(account, []).append(channel)
+    mine = (ChannelLease.holder == worker,)
+    for account, channels in by_account.items():
+        for chunk in chunks(sorted(channels)):
+            session.execute(
+                update(ChannelLease)
+                .where(*mine, ChannelLease.channel.in_(chunk), ChannelLease.account.is_distinct_from(account))
+                .values(account=account)
+            )
+    named = [c for cs in by_account.values() for c in cs]
+    stale = (ChannelLease.account.is_not(None),)
+    if named:
+        session.execute(
+            update(ChannelLease).where(*mine, *stale, ChannelLease.channel.not_in(named)).values(account=None)
+        )
+    else:
+        session.execute(update(ChannelLease).where(*mine, *stale).values(account=None))
+
+
 def release(session: Session, worker: str, channels: Sequence[str] | None = None) -> None:
     """Give leases back (all of the worker's, or these): free for the next claim at once."""
     where = [ChannelLease.holder == worker]

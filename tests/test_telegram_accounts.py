@@ -1,0 +1,129 @@
+"""Several Telegram accounts in one source worker, offline through Telethon's real dispatch: the
+channels split within each account's join budget, and when one account's session is revoked mid-run
+its channels move to the other account (which then receives their posts), the rest go to the web
+preview, and ops hear of it once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.health import Health
+from bot.settings import Settings
+from bot.sources.accounts import Accounts, plan
+from bot.sources.telegram import TelegramSource
+from tests.tg_harness import Entry, FakeTelegram, RecordingSink, make_client, message, new_post, push
+
+CHANNELS = {2001 + i: f"news{i}" for i in range(5)}
+
+
+class Two:
+    """Two accounts on one Telegram: each its own connection (and revocation), the same channels."""
+
+    def __init__(self) -> None:
+        self.fakes = {"acc1": FakeTelegram(), "acc2": FakeTelegram()}
+        for tg_id, name in CHANNELS.items():
+            self.fakes["acc1"].add_channel(tg_id, name)
+            self.fakes["acc1"].fill(tg_id, range(1, 4))
+        self.fakes["acc2"].channels = self.fakes["acc1"].channels
+        self.sink = RecordingSink()
+        self.health = Health(lag_threshold=900)
+        self.notices: list[tuple[str, str]] = []
+        self.web: list[str] = []
+        settings = Settings(_env_file=None)
+        self.sources = {
+            name: TelegramSource(
+                make_client(fake),
+                self.sink,
+                self.health,
+                settings,
+                self.ops,
+                pace=0,
+                backoff=(0.01, 0.05),
+                account=name,
+            )
+            for name, fake in self.fakes.items()
+        }
+        self.lost = asyncio.Event()
+
+    async def ops(self, kind: str, summary: str) -> None:
+        self.notices.append((kind, summary))
+
+    async def on_lost(self, left: list) -> None:
+        self.web = [e.name for e in left]
+        self.lost.set()
+
+    def watching(self, account: str) -> set[str]:
+        return {ref.username for ref in self.sources[account].channels}
+
+
+@pytest.fixture
+async def two() -> AsyncIterator[Two]:
+    t = Two()
+    yield t
+    for source in t.sources.values():
+        await source.client.disconnect()
+
+
+def test_the_plan_keeps_each_channel_with_its_account_and_fills_the_emptiest_first() -> None:
+    entries = [Entry(f"c{i}") for i in range(7)]
+    shares, left = plan(entries, ["a", "b"], 3, {"c0": "b", "c1": "b"})
+    # c2-c4 to a (the most room; a first on the c4 tie), c5 to b, and c6 finds no room.
+    assert [e.name for e in shares["b"]] == ["c0", "c1", "c5"]
+    assert [e.name for e in shares["a"]] == ["c2", "c3", "c4"]
+    assert [e.name for e in left] == ["c6"]
+
+
+async def test_a_revoked_account_hands_its_channels_to_the_other_and_ops_hear_of_it(two: Two) -> None:
+    accounts = Accounts(two.sources.values(), budget=4, ops=two.ops, on_lost=two.on_lost)
+    entries = [Entry(name) for name in CHANNELS.values()]
+    assert await accounts.update(entries) == []
+    run = asyncio.create_task(accounts.run())
+    # Both start: every channel's newest post is its starting point, each channel through one account.
+    await two.sink.wait_for(
+        lambda: len({p.channel.username for p in two.sink.posts.values()}) == len(CHANNELS)
+    )
+    first, second = two.watching("acc1"), two.watching("acc2")
+    assert first and second and not first & second and first | second == set(CHANNELS.values())
+    assert two.health.sources["telegram:acc1"].connected is True
+
+    # acc1's session is revoked; it learns so when its connection drops and it logs in again.
+    two.fakes["acc1"].authorized = False
+    two.fakes["acc1"].drop()
+    await asyncio.wait_for(two.lost.wait(), 10)
+    assert two.watching("acc2") == set(CHANNELS.values()) - set(two.web)
+    assert len(two.web) == 1  # five channels, a budget of four: one goes to the web preview
+    assert accounts.lost.keys() == {"acc1"} and accounts.capacity == 4
+    kinds = [kind for kind, _ in two.notices]
+    assert kinds.count("telegram.account_lost") == 1
+    [summary] = [s for k, s in two.notices if k == "telegram.account_lost"]
+    assert "acc1" in summary and "1 past their join budget" in summary
+
+    # A post in a channel acc1 had arrives through acc2 now.
+    moved = next(iter(first - set(two.web)))
+    tg_id = next(i for i, n in CHANNELS.items() if n == moved)
+    msg = message(tg_id, 10, "after the move")
+    two.fakes["acc2"].post(tg_id, msg)
+    await push(two.sources["acc2"].client, new_post(msg), chats=[two.fakes["acc2"].channels[tg_id].chat])
+    await two.sink.wait_for(
+        lambda: any(p.message_id == 10 and p.channel.username == moved for p in two.sink.posts.values())
+    )
+    assert not run.done()
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_losing_the_last_account_stops_the_source_with_the_session_error(two: Two) -> None:
+    from bot.sources.telegram import SessionError
+
+    accounts = Accounts([two.sources["acc1"]], budget=10, ops=two.ops)
+    await accounts.update([Entry(name) for name in CHANNELS.values()])
+    run = asyncio.create_task(accounts.run())
+    await two.sink.wait_for(lambda: len(two.sink.posts) >= len(CHANNELS))
+    two.fakes["acc1"].authorized = False
+    two.fakes["acc1"].drop()
+    with pytest.raises(SessionError):
+        await asyncio.wait_for(run, 10)
+    assert "telegram.account_lost" not in [k for k, _ in two.notices]
