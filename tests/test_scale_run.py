@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
 from bot.store.models import Channel, ChannelLease, Delivery, Message
+from tests.cli import tgs
 from tests.pg_server import PgServer
 from tests.test_health_run import Running, alert_hook, ops_hook, write_rules
 from tests.test_run import wait_for
@@ -142,6 +143,22 @@ def test_killed_source_workers_channels_move_within_the_lease_and_every_match_al
             lambda: shared(engine, set(ids)), timeout=5 * LEASE, what="the three workers holding a third each"
         )
         assert sum(held.values()) == len(CHANNELS)
+        # Who holds what, as /healthz and `status` show it.
+        _, body = sources[0].wait_health(
+            lambda s, b: sum(1 for c in b["leases"]["channels"].values() if c["holder"]) == len(CHANNELS),
+            "every lease in the worker's view",
+        )
+        view = body["leases"]
+        assert set(view["workers"]) >= set(ids)
+        assert all(
+            view["workers"][w]["heartbeat_at"] and view["workers"][w]["leases"] == held[w] for w in ids
+        )
+        assert {c["holder"] for c in view["channels"].values()} == set(ids)
+        assert all(c["expires_at"] for c in view["channels"].values())
+        shown = tgs("status", "--db", pg.url, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        for w in ids:
+            assert w in shown.stdout.decode()
 
         rng = random.Random(15)
         posting = threading.Event()

@@ -25,6 +25,7 @@ DEAD_SHOWN = 5
 
 def store_facts(engine: Engine) -> dict[str, Any]:
     """Channels (posts, last post), posts stored, alerts and ops notices by delivery status, dead letters."""
+    from bot.store.keeper import describe
     from bot.store.models import Alert, Channel, Delivery, Message
 
     with Session(engine) as session:
@@ -58,12 +59,13 @@ def store_facts(engine: Engine) -> dict[str, Any]:
                 }
             )
         by_status: dict[str, dict[str, int]] = {"alerts": {}, "ops_notices": {}}
+        # By the kind itself: PostgreSQL will not group by an expression bound to a parameter twice.
         for kind, status, n in session.execute(
-            select(Alert.kind == "ops", Delivery.status, func.count())
+            select(Alert.kind, Delivery.status, func.count())
             .join(Alert, Alert.id == Delivery.alert_id)
-            .group_by(Alert.kind == "ops", Delivery.status)
+            .group_by(Alert.kind, Delivery.status)
         ):
-            bucket = by_status["ops_notices" if kind else "alerts"]
+            bucket = by_status["ops_notices" if kind == "ops" else "alerts"]
             bucket[status] = bucket.get(status, 0) + n
         dead = [
             {
@@ -85,11 +87,13 @@ def store_facts(engine: Engine) -> dict[str, Any]:
         ]
         n_dead = session.scalar(select(func.count()).select_from(Delivery).where(Delivery.status == "dead"))
         posts = session.scalar(select(func.count()).select_from(Message))
+        leases = describe(session)  # empty but on PostgreSQL with several workers
     return {
         "posts": posts or 0,
         "channels": channels,
         **by_status,
         "dead_letters": {"count": n_dead or 0, "latest": dead},
+        **({"leases": leases} if leases["workers"] else {}),
     }
 
 
@@ -186,6 +190,8 @@ def _tables(got: dict[str, Any], out: TextIO) -> None:
                 row.get("problem") or row.get("last_error") or "",
             )  # fmt: skip
     console.print(table)
+    if "leases" in store:
+        _leases(console, store["leases"])
     for d in store["dead_letters"]["latest"]:
         console.print(
             f"dead letter {d['id']}: {d['destination']}, {d['kind']} {d['rule'] or ''}: "
@@ -205,6 +211,34 @@ def _tables(got: dict[str, Any], out: TextIO) -> None:
         console.print(f"monitor: not running: {monitor['reason']}", markup=False)
 
 
+def _leases(console: Any, leases: dict[str, Any]) -> None:
+    """The workers sharing the channels (PostgreSQL): each one's heartbeat and what it holds."""
+    from rich.table import Table
+
+    table = Table("worker", "role", "accounts", "heartbeat", "leases", "capacity", "channels held (expiry)")
+    for wid, w in leases["workers"].items():
+        mine = sorted((c, v) for c, v in leases["channels"].items() if v["holder"] == wid)
+        shown = ", ".join(f"{c}{'@' + v['account'] if v['account'] else ''}" for c, v in mine[:6]) + (
+            f" and {len(mine) - 6} more" if len(mine) > 6 else ""
+        )
+        expiry = min((v["expires_at"] for _, v in mine if v["expires_at"]), default=None)
+        table.add_row(
+            wid,
+            w["role"],
+            ", ".join(w["accounts"]) or "web preview",
+            "stopped " + _short(w["stopped_at"], True)
+            if w["stopped_at"]
+            else _short(w["heartbeat_at"], True),
+            str(w["leases"]),
+            str(w["capacity"]),
+            shown + (f" (until {_short(expiry, True)})" if expiry else ""),
+        )
+    console.print(table)
+    free = [c for c, v in leases["channels"].items() if not v["holder"]]
+    if free:
+        console.print(f"channels no worker holds: {', '.join(free)}", markup=False)
+
+
 def _connected(value: bool | None) -> str:
     return "not tried yet" if value is None else "connected" if value else "not connected"
 
@@ -216,10 +250,10 @@ def _counts(by_status: dict[str, int]) -> str:
     return ", ".join(shown) if shown else "none"
 
 
-def _short(stamp: str | None) -> str:
+def _short(stamp: str | None, seconds: bool = False) -> str:
     if not stamp:
         return "-"
-    return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
 
 
 def _iso(value: datetime | None) -> str | None:
