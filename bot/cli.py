@@ -380,6 +380,23 @@ def bench_soak(
     typer.echo(json.dumps(bench(minutes=minutes, posts=posts, warmup=warmup)))
 
 
+@bench_app.command("scale")
+def bench_scale(
+    db: Annotated[str, typer.Option("--db", help="A PostgreSQL server: the run gets a schema of its own.")],
+    channels: Annotated[int, typer.Option(help="Channels the loopback t.me serves.")] = 2000,
+    workers: Annotated[int, typer.Option(help="Source worker processes.")] = 3,
+    interval: Annotated[float, typer.Option(help="Seconds between polls of a channel.")] = 60.0,
+    seconds: Annotated[float, typer.Option(help="Length of the steady-state measurement.")] = 60.0,
+    lease: Annotated[float, typer.Option(help="Channel lease time (TGSENTINEL_CHANNEL_LEASE).")] = 60.0,
+    rate: Annotated[float, typer.Option(help="New posts a second, across the channels.")] = 10.0,
+) -> None:
+    """Source workers sharing channels on PostgreSQL: channels per worker, takeover after kill -9, load."""
+    from bot.bench.scale import run as bench
+
+    shape = {"channels": channels, "workers": workers, "interval": interval, "seconds": seconds}
+    typer.echo(json.dumps(bench(db, lease=lease, rate=rate, **shape)))
+
+
 @bench_app.command("dispatch")
 def bench_dispatch(
     posts: int = 100_000,

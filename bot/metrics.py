@@ -63,3 +63,6 @@ LEASE_TAKEOVERS = Counter(
 LEASE_RENEWAL_FAILURES = Counter(
     "tgsentinel_lease_renewal_failures_total", "Lease rounds that failed (the store unavailable or refusing)"
 )
+LEASE_ROUND_SECONDS = Gauge(
+    "tgsentinel_lease_round_seconds", "How long this worker's last lease round took in the store"
+)

@@ -187,3 +187,20 @@ def test_workers_claiming_at_once_never_hold_one_channel(store: Engine) -> None:
     final = [results[w.id][-1] for w in me]
     assert set().union(*final) == set(CHANNELS)
     assert all(len(h) <= 8 for h in final)  # each at most its share, ceil(30 / 4)
+
+
+def test_a_channel_taken_out_of_the_rules_is_given_back_and_its_row_forgotten(store: Engine) -> None:
+    from bot.store.leases import forget_unlisted
+
+    ws = Workers(store)
+    a, b = worker("a"), worker("b")
+    ws.settle(a, b)
+    gone = sorted(ws.held["a"])[0]
+    ws.channels = [c for c in CHANNELS if c != gone]
+    with Session(store) as session, session.begin():
+        assert forget_unlisted(session, ws.channels, clock(session)) == 0  # a still holds it
+    r = ws.round(a)
+    assert gone not in r.held
+    with Session(store) as session, session.begin():
+        assert forget_unlisted(session, ws.channels, clock(session)) == 1
+    assert gone not in ws.holders() and len(ws.holders()) == len(CHANNELS) - 1

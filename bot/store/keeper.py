@@ -122,6 +122,7 @@ class LeaseKeeper:
         self.lease = lease
         self.on_change = on_change
         self.listed: list[str] = []
+        self._stored: list[str] | None = None  # the listing last written to the store
         self.held: frozenset[str] = frozenset()
         self.snapshot: dict[str, Any] = {"worker": me.id, "lease_seconds": lease}
         self._renewed = time.monotonic()  # the last round that reached the store
@@ -144,6 +145,7 @@ class LeaseKeeper:
     async def round(self) -> Round | None:
         """One round; None when the store could not be reached (the set is kept until the leases
         could have run out, then dropped)."""
+        started = time.monotonic()
         try:
             result = await run_sync(self.engine, self._round)
         except Exception as exc:
@@ -164,6 +166,7 @@ class LeaseKeeper:
             log.info("leases: renewed again after %d failed round(s)", self._failures)
             self._failures = 0
         self._renewed = time.monotonic()
+        metrics.LEASE_ROUND_SECONDS.set(self._renewed - started)
         if result.lost:
             log.warning(
                 "leases: lost %d channel(s) to other workers: %s", len(result.lost), ", ".join(result.lost)
@@ -177,12 +180,16 @@ class LeaseKeeper:
     def _round(self) -> Round:
         if self.capacity is not None:
             self.me = replace(self.me, capacity=self.capacity())
+        listed = self.listed
         with Session(self.engine) as session, session.begin():
-            if self.listed:
-                store.list_channels(session, self.listed, store.clock(session))
-            result = decide(session, self.me, self.listed, self.held, self.lease)
+            if listed is not self._stored:  # on start and after a reload: the rows, once
+                now = store.clock(session)
+                store.list_channels(session, listed, now)
+                store.forget_unlisted(session, listed, now)
+            result = decide(session, self.me, listed, self.held, self.lease)
             if self.accounts is not None:
                 store.name_accounts(session, self.me.id, self.accounts())
+        self._stored = listed
         with Session(self.engine) as session:
             self.snapshot = _snapshot(session, self.me, self.lease)
         return result

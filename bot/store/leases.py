@@ -190,9 +190,14 @@ def release(session: Session, worker: str, channels: Sequence[str] | None = None
     session.execute(update(ChannelLease).where(*where).values(holder=None, account=None, expires_at=None))
 
 
-def forget_unlisted(session: Session, before: datetime) -> int:
-    """Drop lease rows no worker's rules have listed since `before` (a channel taken out of the rules)."""
-    return session.execute(delete(ChannelLease).where(ChannelLease.listed_at < before)).rowcount or 0
+def forget_unlisted(session: Session, listed: Sequence[str], now: datetime) -> int:
+    """Drop the rows of channels these rules no longer list, unless a worker still holds one (its
+    rules may not have reloaded yet)."""
+    free = or_(ChannelLease.holder.is_(None), ChannelLease.expires_at < now)
+    return (
+        session.execute(delete(ChannelLease).where(ChannelLease.channel.not_in(list(listed)), free)).rowcount
+        or 0
+    )
 
 
 def leases(session: Session) -> list[ChannelLease]:
