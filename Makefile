@@ -2,6 +2,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# bench scale needs a PostgreSQL server (it makes a schema of its own and drops it).
+BENCH_PG ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .PHONY: install run demo test bench clean
 
@@ -40,6 +42,7 @@ bench: $(STAMP)
 	taskset -c 0 $(BIN)/tgsentinel bench ingest       # minutes: seeds 1M stored posts
 	taskset -c 0 $(BIN)/tgsentinel bench retention    # minutes: prunes 1M old posts
 	$(BIN)/tgsentinel bench search                    # tens of minutes: 1M posts; measures on one core
+	$(BIN)/tgsentinel bench scale --db $(BENCH_PG)    # minutes: worker processes on PostgreSQL
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

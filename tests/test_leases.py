@@ -204,3 +204,16 @@ def test_a_channel_taken_out_of_the_rules_is_given_back_and_its_row_forgotten(st
     with Session(store) as session, session.begin():
         assert forget_unlisted(session, ws.channels, clock(session)) == 1
     assert gone not in ws.holders() and len(ws.holders()) == len(CHANNELS) - 1
+
+
+def test_a_worker_back_from_a_store_outage_reclaims_its_own_channels_without_a_takeover(
+    store: Engine,
+) -> None:
+    ws = Workers(store)
+    a = worker("a")
+    ws.round(a)
+    ws.age("a", LEASE)  # its renewals failed for a lease: it let go of everything, as LeaseKeeper does
+    back = ws.round(a)
+    assert back.held == set(CHANNELS) and back.takeovers == 0
+    with Session(store) as session:
+        assert set(session.scalars(select(ChannelLease.takeovers))) == {0}

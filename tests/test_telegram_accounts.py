@@ -127,3 +127,14 @@ async def test_losing_the_last_account_stops_the_source_with_the_session_error(t
     with pytest.raises(SessionError):
         await asyncio.wait_for(run, 10)
     assert "telegram.account_lost" not in [k for k, _ in two.notices]
+
+
+async def test_an_account_in_a_floodwait_holds_what_it_has_and_claims_no_more(two: Two) -> None:
+    import time
+
+    accounts = Accounts(two.sources.values(), budget=4)
+    await accounts.update([Entry(name) for name in CHANNELS.values()])  # three and two, or two and three
+    assert accounts.capacity == 8
+    held = sum(1 for a in accounts.of.values() if a == "acc1")
+    two.sources["acc1"].flood_until = time.monotonic() + 300  # as `_flood` records a 300 s FloodWait
+    assert accounts.capacity == held + 4

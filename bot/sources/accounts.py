@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -77,7 +78,14 @@ class Accounts:
 
     @property
     def capacity(self) -> int:
-        return self.budget * len(self.live)
+        """Channels the accounts may hold: each its budget, but an account sitting out a FloodWait
+        only what it has (joining more would earn a longer one)."""
+        now = time.monotonic()
+        held = {a: 0 for a in self.live}
+        for account in self.of.values():
+            if account in held:
+                held[account] += 1
+        return sum(held[a] if self.sources[a].flood_until > now else self.budget for a in self.live)
 
     @property
     def channels(self) -> list[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -264,6 +265,7 @@ class TelegramSource:
         # Albums already handed over (grouped_id), so parts arriving late are not a second post.
         self._recent_albums: OrderedDict[int, None] = OrderedDict()
         self._started = False
+        self.flood_until = 0.0  # monotonic: the end of the account's latest FloodWait
         # Every FloodWait comes to us, so it is counted, shown and slept through with the work kept.
         client.flood_sleep_threshold = 0
 
@@ -776,6 +778,7 @@ class TelegramSource:
         what = type(e.request).__name__ if getattr(e, "request", None) is not None else "request"
         metrics.FLOOD_WAIT_SECONDS.inc(seconds)
         self.health.flood_wait(seconds, key)
+        self.flood_until = max(self.flood_until, time.monotonic() + seconds)
         log.warning("FloodWait of %ds on %s (%s): sleeping through it", seconds, what, key or "-")
         if seconds > self.settings.flood_wait_alert:
             notice = f"Telegram FloodWait of {seconds:.0f}s on {what}"

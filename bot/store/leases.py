@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -137,6 +137,8 @@ def claim(
     if not rows:
         return [], 0
     keys = [channel for channel, _ in rows]
+    # From another worker whose lease ran out; its own, back after an outage, is no takeover.
+    taken = and_(ChannelLease.holder.is_not(None), ChannelLease.holder != me.id)
     session.execute(
         update(ChannelLease)
         .where(ChannelLease.channel.in_(keys))
@@ -145,10 +147,10 @@ def claim(
             account=account,
             expires_at=until,
             claimed_at=now,
-            takeovers=ChannelLease.takeovers + case((ChannelLease.holder.is_not(None), 1), else_=0),
+            takeovers=ChannelLease.takeovers + case((taken, 1), else_=0),
         )
     )
-    return keys, sum(1 for _, holder in rows if holder is not None)
+    return keys, sum(1 for _, holder in rows if holder not in (None, me.id))
 
 
 def name_accounts(session: Session, worker: str, accounts: dict[str, str]) -> None:
