@@ -272,6 +272,8 @@ class Monitor:
         self.delivers = self.role in ("all", "delivery")
         self.keeper: LeaseKeeper | None = None
         self._leasing = self.sources and postgres
+        self._rewatch = asyncio.Event()  # the channels held or the accounts changed
+        self._watch_lock = asyncio.Lock()
 
     def _split(self, rules: RuleSet) -> tuple[list[ChannelEntry], list[ChannelEntry]]:
         """Which channels the Telegram source watches and which the web preview watches: of the
@@ -300,16 +302,23 @@ class Monitor:
             self.web.update(by_web)
         self._announce(by_tg, by_web)
 
-    async def _leases_changed(self, held: frozenset[str]) -> None:
-        if self.web is not None:  # else the sources, not built yet, start with the set held
-            await self._watch(self.watcher.current)
+    def _leases_changed(self, held: frozenset[str]) -> None:
+        self._rewatch.set()  # the lease round goes on: joining channels can take minutes
 
     async def _account_lost(self, left: list[ChannelEntryLike]) -> None:
-        """An account's channels go to the others; past their budgets, to the web preview, and past
-        this worker's capacity, back to the other workers at the next lease round."""
-        await self._watch(self.watcher.current)
+        """Past the other accounts' budgets, an account's channels go to the web preview; past this
+        worker's capacity, back to the other workers at a lease round now."""
+        self._rewatch.set()
         if self.keeper is not None:
             self.keeper.wake()
+
+    async def _watching(self) -> None:
+        """Apply what the leases and accounts changed, one `_watch` at a time, from the state now."""
+        while True:
+            await self._rewatch.wait()
+            self._rewatch.clear()
+            async with self._watch_lock:
+                await self._watch(self.watcher.current)
 
     def _capacity(self) -> int:
         """Channels this worker may hold: its live accounts' join budgets and what the web preview's
@@ -326,7 +335,8 @@ class Monitor:
         self.health.listed_at = dict(rules.config.listed_at)
         if self.keeper is not None:
             self.keeper.list(c.key for c in rules.config.channels)  # its next round moves the leases
-        await self._watch(rules)
+        async with self._watch_lock:
+            await self._watch(rules)
 
     async def _refused(self, problems: list[str]) -> None:
         shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
@@ -405,8 +415,9 @@ class Monitor:
             )
             keeper.list(c.key for c in self.watcher.current.config.channels)
             self.health.leases = lambda: keeper.snapshot
-            await keeper.round()  # this worker's share, before any source starts: it hands them out
-        else:
+            await keeper.round()  # its heartbeat: the others count it before it claims
+        self._rewatch.clear()
+        async with self._watch_lock:
             await self._watch(self.watcher.current)
         host, port = self.settings.http_host, self.settings.http_port
         try:
@@ -417,7 +428,10 @@ class Monitor:
             ) from None
         self.scheduler = self._schedule()
         self.scheduler.start()
-        self.tasks = [asyncio.create_task(self.watcher.run(), name="rules-watch")]
+        self.tasks = [
+            asyncio.create_task(self.watcher.run(), name="rules-watch"),
+            asyncio.create_task(self._watching(), name="channels"),
+        ]
         if self.delivers:
             self.tasks.append(asyncio.create_task(self.pipeline.worker.run(), name="delivery"))
         if self.web is not None:
@@ -510,13 +524,16 @@ class Monitor:
         self.watcher.stop()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        if self.telegram is not None:
-            await asyncio.wait_for(self.telegram.stop(), timeout=3)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.keeper is not None:
-            await self.keeper.stop()  # the sources have stopped: the channels are free for the others
+        try:
+            for task in self.tasks:  # no lease round or re-watch from here on
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            if self.telegram is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.telegram.stop(), timeout=3)
+        finally:
+            if self.keeper is not None:
+                await self.keeper.stop()  # the sources have stopped: the channels are free for others
         if self.server is not None:
             await self.server.close()
         await self.pipeline.aclose()
@@ -550,9 +567,11 @@ async def _run(settings: Settings) -> None:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         if waiter.done() and waiter.exception() is not None:
-            # Dying for a reason (a revoked session): let the ops notice about it out first.
-            with contextlib.suppress(Exception):
-                await monitor.pipeline.drain(started, timeout=3)
+            # Dying for a reason (a revoked session): let the ops notice about it out first, when
+            # this process is one that delivers.
+            if monitor.delivers:
+                with contextlib.suppress(Exception):
+                    await monitor.pipeline.drain(started, timeout=3)
             raise waiter.exception()  # type: ignore[misc]
         waiter.cancel()
     finally:

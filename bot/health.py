@@ -148,11 +148,14 @@ class Health:
 
     def watch(self, channel: str, source: str) -> None:
         self.source(source)
-        self.channels.setdefault(channel, ChannelHealth(source=source))
+        # A channel moving to another source (account, or the web preview) keeps its history.
+        self.channels.setdefault(channel, ChannelHealth(source=source)).source = source
 
-    def forget(self, channel: str) -> None:
-        ch = self.channels.pop(channel, None)
-        if ch is not None:
+    def forget(self, channel: str, source: str | None = None) -> None:
+        """The channel is no longer watched (by `source`: not when another source has it now)."""
+        ch = self.channels.get(channel)
+        if ch is not None and (source is None or ch.source == source):
+            del self.channels[channel]
             self._drop_problem(channel, ch)
 
     def swept(self, channel: str, ok: bool = True, error: str | None = None, gap: int = 0) -> None:

@@ -189,7 +189,9 @@ def test_workers_claiming_at_once_never_hold_one_channel(store: Engine) -> None:
     assert all(len(h) <= 8 for h in final)  # each at most its share, ceil(30 / 4)
 
 
-def test_a_channel_taken_out_of_the_rules_is_given_back_and_its_row_forgotten(store: Engine) -> None:
+def test_a_channel_taken_out_of_the_rules_is_given_back_and_its_row_forgotten_once_unlisted(
+    store: Engine,
+) -> None:
     from bot.store.leases import forget_unlisted
 
     ws = Workers(store)
@@ -197,13 +199,24 @@ def test_a_channel_taken_out_of_the_rules_is_given_back_and_its_row_forgotten(st
     ws.settle(a, b)
     gone = sorted(ws.held["a"])[0]
     ws.channels = [c for c in CHANNELS if c != gone]
-    with Session(store) as session, session.begin():
-        assert forget_unlisted(session, ws.channels, clock(session)) == 0  # a still holds it
     r = ws.round(a)
-    assert gone not in r.held
+    assert gone not in r.held and gone not in ws.holders().values()
     with Session(store) as session, session.begin():
-        assert forget_unlisted(session, ws.channels, clock(session)) == 1
+        now = clock(session)
+        list_channels(session, ws.channels, now)  # the rules as they are now, listed again
+        # Not forgotten while some worker may still list it (listed within the last hour) ...
+        assert forget_unlisted(session, now - timedelta(hours=1), now) == 0
+        # ... and forgotten once nobody has listed it since (here: since the listing just now).
+        assert forget_unlisted(session, now, now) == 1
     assert gone not in ws.holders() and len(ws.holders()) == len(CHANNELS) - 1
+
+
+def test_a_worker_with_little_capacity_leaves_the_rest_to_the_others(store: Engine) -> None:
+    ws = Workers(store)
+    small, big = worker("small", capacity=4), worker("big")
+    ws.settle(small, big)
+    assert len(ws.held["small"]) == 4 and len(ws.held["big"]) == len(CHANNELS) - 4
+    assert None not in ws.holders().values()
 
 
 def test_a_worker_back_from_a_store_outage_reclaims_its_own_channels_without_a_takeover(

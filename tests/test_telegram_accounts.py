@@ -96,10 +96,10 @@ async def test_a_revoked_account_hands_its_channels_to_the_other_and_ops_hear_of
     assert two.watching("acc2") == set(CHANNELS.values()) - set(two.web)
     assert len(two.web) == 1  # five channels, a budget of four: one goes to the web preview
     assert accounts.lost.keys() == {"acc1"} and accounts.capacity == 4
-    kinds = [kind for kind, _ in two.notices]
-    assert kinds.count("telegram.account_lost") == 1
-    [summary] = [s for k, s in two.notices if k == "telegram.account_lost"]
-    assert "acc1" in summary and "1 past their join budget" in summary
+    # Once: where its channels went, and how to log it in again.
+    assert [kind for kind, _ in two.notices] == ["telegram.account_lost"]
+    [(_, summary)] = two.notices
+    assert "tgsentinel login --name acc1" in summary and "1 past their join budget" in summary
 
     # A post in a channel acc1 had arrives through acc2 now.
     moved = next(iter(first - set(two.web)))
@@ -138,3 +138,11 @@ async def test_an_account_in_a_floodwait_holds_what_it_has_and_claims_no_more(tw
     held = sum(1 for a in accounts.of.values() if a == "acc1")
     two.sources["acc1"].flood_until = time.monotonic() + 300  # as `_flood` records a 300 s FloodWait
     assert accounts.capacity == held + 4
+
+
+def test_an_account_in_a_floodwait_keeps_its_channels_and_is_given_no_new_ones() -> None:
+    entries = [Entry(f"c{i}") for i in range(5)]
+    shares, left = plan(entries, ["a", "b"], 3, {"c0": "a", "c1": "b"}, closed=frozenset({"a"}))
+    assert [e.name for e in shares["a"]] == ["c0"]
+    assert [e.name for e in shares["b"]] == ["c1", "c2", "c3"]
+    assert [e.name for e in left] == ["c4"]

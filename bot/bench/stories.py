@@ -213,7 +213,7 @@ def run(
     out["quality"] = quality(config)
     out["speed"] = speed(config, posts)
     if compare:
-        on, off = replay_cpu(min(posts, 5_000))
+        on, off = replay_cpu(min(posts, 5_000), repeat=5)
         out["ingest"] = {
             "us_per_post_stories_on": round(on * 1e6, 1),
             "us_per_post_stories_off": round(off * 1e6, 1),

@@ -87,10 +87,16 @@ class AssignStories:
         started = time.perf_counter()
         before = len(self.stories.index)
         since = now - timedelta(seconds=self.config.window)
-        posts = list(stored_posts(session, since, self.seen))
-        if posts:
-            self.stories.add_stored(posts)
-            self.seen = max(self.seen, posts[-1].post_id)  # oldest first
+        last = self.seen
+
+        def tracked() -> Iterator[StoryPost]:  # streamed: a whole window's texts never in memory at once
+            nonlocal last
+            for post in stored_posts(session, since, self.seen):
+                last = post.post_id  # oldest first
+                yield post
+
+        self.stories.add_stored(tracked())
+        self.seen = max(self.seen, last)
         added = len(self.stories.index) - before
         if added:
             self.stories.expire(now)

@@ -32,10 +32,15 @@ def _key(entry: ChannelEntryLike) -> str:
 
 
 def plan(
-    entries: Sequence[ChannelEntryLike], accounts: Sequence[str], budget: int, had: dict[str, str]
+    entries: Sequence[ChannelEntryLike],
+    accounts: Sequence[str],
+    budget: int,
+    had: dict[str, str],
+    closed: frozenset[str] = frozenset(),
 ) -> tuple[dict[str, list[ChannelEntryLike]], list[ChannelEntryLike]]:
     """Each account's channels (at most `budget` each), keeping the account a channel `had` where it
-    can, and the channels left over, in the order given."""
+    can, and the channels left over, in the order given. A `closed` account (one sitting out a
+    FloodWait) keeps what it had and is given nothing new."""
     out: dict[str, list[ChannelEntryLike]] = {a: [] for a in accounts}
     rest = []
     for entry in entries:  # first, those that keep their account
@@ -44,9 +49,10 @@ def plan(
             out[account].append(entry)
         else:
             rest.append(entry)
+    open_ = [a for a in accounts if a not in closed]
     left = []
-    for entry in rest:  # then each to the account with the most room (the first by name on a tie)
-        room = max(accounts, key=lambda a: budget - len(out[a]), default=None)
+    for entry in rest:  # then each to the open account with the most room (the first on a tie)
+        room = max(open_, key=lambda a: budget - len(out[a]), default=None)
         if room is not None and len(out[room]) < budget:
             out[room].append(entry)
         else:
@@ -65,6 +71,9 @@ class Accounts:
         on_lost: Callable[[list[ChannelEntryLike]], Awaitable[None]] | None = None,
     ) -> None:
         self.sources = {s.account: s for s in sources}
+        if len(self.sources) > 1:
+            for source in self.sources.values():
+                source.tell_session_loss = False  # `_drop` tells ops, once, with where its channels went
         self.budget = budget
         self._ops = ops
         self._on_lost = on_lost
@@ -94,10 +103,15 @@ class Accounts:
     async def update(self, entries: Iterable[ChannelEntryLike]) -> list[ChannelEntryLike]:
         """Watch these channels across the live accounts; returns those no account has room for."""
         self._entries = list(entries)
-        shares, left = plan(self._entries, self.live, self.budget, self.of)
+        now = time.monotonic()
+        flooded = frozenset(a for a in self.live if self.sources[a].flood_until > now)
+        shares, left = plan(self._entries, self.live, self.budget, self.of, flooded)
         self.of = {_key(e): account for account, mine in shares.items() for e in mine}
         for account, mine in shares.items():
-            await self.sources[account].update(mine)
+            try:
+                await self.sources[account].update(mine)
+            except Exception as exc:  # the account's own sweeps subscribe what this could not
+                log.warning("telegram %s: channels not all updated: %s", account, exc)
         if left:
             log.info(
                 "telegram: %d channel(s) past the join budget (%d an account): read via the web preview",
@@ -139,13 +153,13 @@ class Accounts:
         await tell(
             self._ops,
             "telegram.account_lost",
-            f"Telegram account {account} lost its session ({exc}); its {len(moved)} channel(s) moved "
+            f"{exc}; its {len(moved)} channel(s) moved "
             f"to the other accounts" + (f", {len(left)} past their join budget" if left else ""),
         )
         if self._on_lost is not None:
             await self._on_lost(left)  # the web preview for those, and fewer leases for this worker
 
     async def stop(self) -> None:
-        for account in self.live:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.sources[account].stop(), timeout=3)
+        await asyncio.gather(
+            *(asyncio.wait_for(self.sources[a].stop(), timeout=3) for a in self.live), return_exceptions=True
+        )

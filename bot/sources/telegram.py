@@ -266,6 +266,7 @@ class TelegramSource:
         self._recent_albums: OrderedDict[int, None] = OrderedDict()
         self._started = False
         self.flood_until = 0.0  # monotonic: the end of the account's latest FloodWait
+        self.tell_session_loss = True  # off when `Accounts` tells ops, with where the channels went
         # Every FloodWait comes to us, so it is counted, shown and slept through with the work kept.
         client.flood_sleep_threshold = 0
 
@@ -329,9 +330,9 @@ class TelegramSource:
         for key in [k for k in self._watched if k not in wanted]:
             w = self._watched.pop(key)
             self._by_id.pop(w.ref.tg_id or 0, None)
-            self.health.forget(w.key)
+            self.health.forget(w.key, self.source)
         for key in [k for k in self._entries if k not in wanted]:
-            self.health.forget(key)
+            self.health.forget(key, self.source)
         added = [e for k, e in wanted.items() if k not in self._watched]
         for key in wanted.keys() - self._watched.keys():
             self.health.watch(key, self.source)  # shown from the start, even before the client connects
@@ -378,10 +379,17 @@ class TelegramSource:
             await self._session_lost(e)
 
     async def _session_lost(self, e: BaseException) -> NoReturn:
-        msg = f"the Telegram session is not valid ({type(e).__name__}): {LOGIN_HINT}"
+        if self.account == "default":
+            msg = f"the Telegram session is not valid ({type(e).__name__}): {LOGIN_HINT}"
+        else:
+            msg = (
+                f"the Telegram session of account {self.account} is not valid ({type(e).__name__}): run "
+                f"`tgsentinel login --name {self.account}` (or set TELEGRAM_SESSION_{self.account.upper()})"
+            )
         self._fatal = SessionError(msg)
         self.health.set_connected(self.source, False, "session lost")
-        await self._notice("session", "telegram", msg)
+        if self.tell_session_loss:
+            await self._notice("session", "telegram", msg)
         raise self._fatal from None
 
     async def _stop_for_session(self, e: BaseException) -> None:
@@ -495,7 +503,7 @@ class TelegramSource:
             await self._join(ref)
         w = _Watched(entry=entry, ref=ref, peer=types.InputPeerChannel(chat.id, chat.access_hash or 0))
         if w.key != key:
-            self.health.forget(key)
+            self.health.forget(key, self.source)
             self.health.watch(w.key, self.source)
         async with w.lock:
             cursor = await self.sink.cursor(ref)

@@ -179,7 +179,7 @@ class WebSource:
             if poll is not None:
                 poll.cancel()
             if self.health is not None:
-                self.health.forget(gone)
+                self.health.forget(gone, SOURCE)
         self._watches = watches
         self._wake.set()
 

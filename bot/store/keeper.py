@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,8 +39,13 @@ from bot.store.leases import Me
 
 log = logging.getLogger(__name__)
 
-Changed = Callable[[frozenset[str]], Awaitable[None]]
+# Told the set held whenever it changes. It must return at once (schedule the work): a round that
+# waited for the sources to join channels would let its own leases run out meanwhile.
+Changed = Callable[[frozenset[str]], None]
 TTL = 0.75  # of the lease time: how long a renewal lasts; rounds come every quarter
+FIRST_CLAIM = 2.0  # seconds from a worker's first round (its heartbeat) to its first claims
+RELIST = 16  # rounds between rewriting the rules' channel rows (4 lease times)
+FORGET_AFTER = timedelta(hours=1)  # a row no worker has listed for this long, and nobody holds, goes
 
 
 def worker_id() -> str:
@@ -66,13 +71,24 @@ class Round:
     live: int = 0
 
 
-def share(channels: int, live: int, capacity: int) -> int:
-    """A worker's fair share of the channels: rounded up, so the shares cover them all."""
-    return min(capacity, math.ceil(channels / max(live, 1)))
+def shares(channels: int, capacities: dict[str, int]) -> dict[str, int]:
+    """Each live worker's share of the channels: as even as their capacities allow (a worker that can
+    hold fewer leaves the rest to the others), each rounded up so that the shares cover them all.
+    Every worker computes the same answer from the same rows."""
+    out: dict[str, int] = {}
+    left = channels
+    ranked = sorted(capacities.items(), key=lambda wc: (wc[1], wc[0]))  # the smallest first
+    for i, (worker, capacity) in enumerate(ranked):
+        out[worker] = min(capacity, math.ceil(left / (len(ranked) - i))) if left > 0 else 0
+        left -= out[worker]
+    return out
 
 
-def decide(session: Session, me: Me, listed: list[str], held: frozenset[str], lease: float) -> Round:
-    """One round in the caller's transaction: beat, renew, then give back or claim towards the share."""
+def decide(
+    session: Session, me: Me, listed: list[str], held: frozenset[str], lease: float, *, claim: bool = True
+) -> Round:
+    """One round in the caller's transaction: beat, renew, then give back or (unless not to `claim`)
+    claim towards the share."""
     now = store.clock(session)
     ttl = lease * TTL
     until = now + timedelta(seconds=ttl)
@@ -87,14 +103,15 @@ def decide(session: Session, me: Me, listed: list[str], held: frozenset[str], le
     # A worker silent for as long as a lease lasts is counted out when its leases run out, so the
     # survivors' shares grow in the same round that lets them claim its channels.
     live = store.live_sources(session, now, ttl)
-    target = share(len(listed), len(live), me.capacity)
+    live[me.id] = me.capacity
+    target = shares(len(listed), live)[me.id]
     out = Round(frozenset(kept), lost=lost, target=target, live=len(live))
     if len(kept) > target:
         # The newest in key order go back; any choice works, a stable one keeps the rest still.
         out.released = sorted(kept)[target:]
         store.release(session, me.id, out.released)
         out.held = frozenset(sorted(kept)[:target])
-    elif len(kept) < target:
+    elif len(kept) < target and claim:
         out.claimed, out.takeovers = store.claim(
             session, me, sorted(wanted - kept), target - len(kept), now, until
         )
@@ -128,6 +145,7 @@ class LeaseKeeper:
         self._renewed = time.monotonic()  # the last round that reached the store
         self._wake = asyncio.Event()
         self._failures = 0
+        self._rounds = 0
 
     @property
     def every(self) -> float:
@@ -143,30 +161,32 @@ class LeaseKeeper:
         self._wake.set()
 
     async def round(self) -> Round | None:
-        """One round; None when the store could not be reached (the set is kept until the leases
-        could have run out, then dropped)."""
+        """One round; None when the store could not be reached in time (the set is kept until the
+        leases could have run out, then dropped)."""
         started = time.monotonic()
         try:
-            result = await run_sync(self.engine, self._round)
+            # A round stuck behind a busy pool must not outlive the leases it renews.
+            result = await asyncio.wait_for(run_sync(self.engine, self._round), self.lease * TTL - self.every)
         except Exception as exc:
             self._failures += 1
             metrics.LEASE_RENEWAL_FAILURES.inc()
             if self._failures == 1:
                 log.warning(
-                    "leases: cannot renew (%s); still watching until they could expire", first_line(exc)
+                    "leases: cannot renew (%s); still watching until they could expire",
+                    first_line(exc) or type(exc).__name__,
                 )
             if self.held and time.monotonic() - self._renewed > self.lease * TTL - self.every:
                 log.warning(
                     "leases: not renewed for %.0fs; watching nothing until the store is back",
                     time.monotonic() - self._renewed,
                 )
-                await self._set(frozenset())
+                self._set(frozenset())
             return None
         if self._failures:
             log.info("leases: renewed again after %d failed round(s)", self._failures)
             self._failures = 0
-        self._renewed = time.monotonic()
-        metrics.LEASE_ROUND_SECONDS.set(self._renewed - started)
+        self._renewed = started  # the expiries were counted from the round's start
+        metrics.LEASE_ROUND_SECONDS.set(time.monotonic() - started)
         if result.lost:
             log.warning(
                 "leases: lost %d channel(s) to other workers: %s", len(result.lost), ", ".join(result.lost)
@@ -174,7 +194,11 @@ class LeaseKeeper:
         if result.takeovers:
             metrics.LEASE_TAKEOVERS.inc(result.takeovers)
             log.info("leases: took over %d channel(s) whose worker stopped renewing", result.takeovers)
-        await self._set(result.held)
+        self._set(result.held)
+        try:
+            self.snapshot = await run_sync(self.engine, self._snapshot)
+        except Exception as exc:  # only what /healthz shows: the round stands
+            log.debug("leases: no snapshot this round (%s)", first_line(exc))
         return result
 
     def _round(self) -> Round:
@@ -182,31 +206,36 @@ class LeaseKeeper:
             self.me = replace(self.me, capacity=self.capacity())
         listed = self.listed
         with Session(self.engine) as session, session.begin():
-            if listed is not self._stored:  # on start and after a reload: the rows, once
+            if listed != self._stored or self._rounds % RELIST == 0:
                 now = store.clock(session)
                 store.list_channels(session, listed, now)
-                store.forget_unlisted(session, listed, now)
-            result = decide(session, self.me, listed, self.held, self.lease)
+                store.forget_unlisted(session, now - FORGET_AFTER, now)
+            # The first round only says this worker is here: workers started together then see
+            # one another before any claims, instead of the first claiming everything.
+            result = decide(session, self.me, listed, self.held, self.lease, claim=self._rounds > 0)
             if self.accounts is not None:
                 store.name_accounts(session, self.me.id, self.accounts())
         self._stored = listed
-        with Session(self.engine) as session:
-            self.snapshot = _snapshot(session, self.me, self.lease)
+        self._rounds += 1
         return result
 
-    async def _set(self, held: frozenset[str]) -> None:
+    def _snapshot(self) -> dict[str, Any]:
+        with Session(self.engine) as session:
+            return {"worker": self.me.id, "lease_seconds": self.lease, **describe(session)}
+
+    def _set(self, held: frozenset[str]) -> None:
         metrics.LEASES_HELD.set(len(held))
         if held != self.held:
             gained, gone = len(held - self.held), len(self.held - held)
             self.held = held
             log.info("leases: holding %d channel(s) (+%d, -%d)", len(held), gained, gone)
-            await self.on_change(held)
+            self.on_change(held)
 
     async def run(self) -> None:
-        """Rounds until cancelled."""
+        """Rounds until cancelled (the second soon after the first: it makes the first claims)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.every):
+                async with asyncio.timeout(self.every if self._rounds > 1 else min(self.every, FIRST_CLAIM)):
                     await self._wake.wait()
             self._wake.clear()
             await self.round()
@@ -227,11 +256,6 @@ class LeaseKeeper:
                 len(held),
                 first_line(exc),
             )
-
-
-def _snapshot(session: Session, me: Me, lease: float) -> dict[str, Any]:
-    """Who holds what, for /healthz and `status`."""
-    return {"worker": me.id, "lease_seconds": lease, **describe(session)}
 
 
 def describe(session: Session) -> dict[str, Any]:

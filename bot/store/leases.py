@@ -82,19 +82,16 @@ def list_channels(session: Session, channels: Iterable[str], now: datetime) -> N
         )
 
 
-def live_sources(session: Session, now: datetime, within: float) -> list[str]:
-    """The source workers that beat within `within` seconds and have not stopped."""
-    return list(
-        session.scalars(
-            select(Worker.id)
-            .where(
-                Worker.role.in_(SOURCE_ROLES),
-                Worker.stopped_at.is_(None),
-                Worker.heartbeat_at >= now - timedelta(seconds=within),
-            )
-            .order_by(Worker.id)
+def live_sources(session: Session, now: datetime, within: float) -> dict[str, int]:
+    """The source workers that beat within `within` seconds and have not stopped, with their capacity."""
+    rows = session.execute(
+        select(Worker.id, Worker.capacity).where(
+            Worker.role.in_(SOURCE_ROLES),
+            Worker.stopped_at.is_(None),
+            Worker.heartbeat_at >= now - timedelta(seconds=within),
         )
     )
+    return dict(rows.all())
 
 
 def renew(session: Session, worker: str, channels: Sequence[str], until: datetime) -> set[str]:
@@ -126,7 +123,8 @@ def claim(
     channels claimed and how many of them were taken over from a worker whose lease ran out."""
     if n <= 0 or not among:
         return [], 0
-    free = or_(ChannelLease.holder.is_(None), ChannelLease.expires_at < now)
+    # Its own rows count as free: after an outage it let go of them locally while they still ran.
+    free = or_(ChannelLease.holder.is_(None), ChannelLease.expires_at < now, ChannelLease.holder == me.id)
     rows = session.execute(
         select(ChannelLease.channel, ChannelLease.holder)
         .where(ChannelLease.channel.in_(list(among)), free)
@@ -192,14 +190,11 @@ def release(session: Session, worker: str, channels: Sequence[str] | None = None
     session.execute(update(ChannelLease).where(*where).values(holder=None, account=None, expires_at=None))
 
 
-def forget_unlisted(session: Session, listed: Sequence[str], now: datetime) -> int:
-    """Drop the rows of channels these rules no longer list, unless a worker still holds one (its
-    rules may not have reloaded yet)."""
+def forget_unlisted(session: Session, before: datetime, now: datetime) -> int:
+    """Drop the rows no worker's rules have listed since `before` and nobody holds (a channel taken
+    out of the rules everywhere; a worker with older rules still lists its own every few rounds)."""
     free = or_(ChannelLease.holder.is_(None), ChannelLease.expires_at < now)
-    return (
-        session.execute(delete(ChannelLease).where(ChannelLease.channel.not_in(list(listed)), free)).rowcount
-        or 0
-    )
+    return session.execute(delete(ChannelLease).where(ChannelLease.listed_at < before, free)).rowcount or 0
 
 
 def leases(session: Session) -> list[ChannelLease]:
