@@ -251,6 +251,31 @@ def test_guesses_in_parallel_are_refused_at_once_and_never_compared(web: Web) ->
         assert second.get("/api/search", params={"q": "x"}, headers=bearer()).status_code == 200
 
 
+def test_a_link_followed_from_a_chat_keeps_the_user_signed_in(web: Web) -> None:
+    """A cross-site navigation comes without the SameSite=Strict cookie. It is asked again from the
+    site itself (where the browser sends it), with no new session written over the user's."""
+    with signed_in(web) as (http, _):
+        cookies = dict(http.cookies)
+        http.cookies.clear()  # what the browser leaves out of a cross-site request
+        link = http.get("/posts/1", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+        assert link.status_code == 200 and "set-cookie" not in link.headers
+        assert '<meta http-equiv="refresh" content="0; url=/posts/1">' in link.text
+        http.cookies.update(cookies)  # the same-site reload: the cookie goes with it
+        again = http.get("/posts/1", headers={"Sec-Fetch-Site": "same-origin"})
+        assert again.status_code in (200, 404) and "/login" not in str(again.url)
+
+
+def test_a_partial_whose_session_ran_out_sends_the_whole_page_to_sign_in(web: Web) -> None:
+    with client(web) as http:
+        got = http.get(
+            "/search",
+            params={"q": "x"},
+            headers={"HX-Request": "true", "HX-Current-URL": f"{web.url}/search?q=x"},
+        )
+        assert got.status_code == 401 and got.text == ""
+        assert got.headers["hx-redirect"] == "/login?next=" + quote("/search?q=x", safe="")
+
+
 # --- signed in ----------------------------------------------------------------------------------------
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import html
 from urllib.parse import quote, urlsplit
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -128,7 +129,24 @@ class Guard:
             return response
         request = HTTPConnection(scope)
         here = path + (f"?{request.url.query}" if request.url.query else "")
+        if request.headers.get("hx-request") == "true":
+            # A partial (a search form, a retry) of a page whose session ran out: the whole page
+            # goes to sign-in, rather than the sign-in page swapped into the results.
+            page = urlsplit(request.headers.get("hx-current-url", ""))
+            back = safe_next(page.path + (f"?{page.query}" if page.query else ""))
+            return Response(status_code=401, headers={"hx-redirect": f"/login?next={quote(back, safe='')}"})
+        if scope["method"] == "GET" and request.headers.get("sec-fetch-site") == "cross-site":
+            # A link followed from elsewhere (a chat) comes without the SameSite=Strict cookie. Asked
+            # again from this site, the browser sends it; sent to /login instead, the sign-in page
+            # would start a new session over the one the browser holds, and sign the user out.
+            return HTMLResponse(_AGAIN.format(url=html.escape(here, quote=True)))
         return RedirectResponse(f"/login?next={quote(here, safe='')}", status_code=303)
+
+
+_AGAIN = (
+    '<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={url}">'
+    '<title>tgsentinel</title><a href="{url}">Continue to tgsentinel</a>'
+)
 
 
 class SecurityHeaders:
