@@ -393,6 +393,9 @@ def test_a_bad_query_in_the_htmx_form_shows_its_error_in_place(web: Web) -> None
         assert "<html" not in got.text  # the fragment, not the page
 
 
+CSV_TEXT = 6  # the "text" column
+
+
 def test_the_exports_stream_the_whole_result_set(web: Web) -> None:
     with client(web) as http:
         params = {"q": "", "channel": "dump:mfa"}
@@ -404,6 +407,12 @@ def test_the_exports_stream_the_whole_result_set(web: Web) -> None:
         rows = list(csv.reader(io.StringIO(table.text)))
         assert rows[0][0] == "row_id" and len(rows) == 12
         assert "attachment" in table.headers["content-disposition"]
+        # Whole posts, not snippets: the sample's first post says this some 1,000 characters in.
+        deep = "universally recognised norms of international law"
+        assert [r for r in records if deep in r["text"]] and not [
+            r for r in records if deep in str(r["snippet"])
+        ]
+        assert [row for row in rows if deep in row[CSV_TEXT]]
 
 
 def test_the_openapi_document_parses_and_covers_every_api_route(web: Web, store: str) -> None:
@@ -523,6 +532,7 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula() -> None:
         edited=False,
         deleted=False,
         score=None,
+        text=f"{formula} and more",
     )
     _, _, as_csv = _formatter("csv")
     header, row = list(csv.reader(io.StringIO(as_csv([hit], True))))

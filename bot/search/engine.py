@@ -328,6 +328,7 @@ def _hit(m: Message, c: Channel, query: Query, score: float | None) -> Hit:
         edited=m.edit_date is not None,
         deleted=m.deleted,
         score=None if score is None else float(score),
+        text=m.source_text,
     )
 
 

@@ -42,6 +42,7 @@ class Hit:
     edited: bool
     deleted: bool
     score: float | None  # relevance (higher is better) when ordered by relevance
+    text: str = ""  # the whole post, as the source gave it: what an export carries
 
 
 @dataclass(frozen=True, slots=True)

@@ -343,7 +343,6 @@ def _csv_row(hit: Hit) -> list[str]:
 
 
 def _csv_cells(hit: Hit) -> list[str]:
-    text = "".join(piece for piece, _ in hit.snippet)
     return [
         str(hit.row_id),
         hit.channel,
@@ -351,7 +350,7 @@ def _csv_cells(hit: Hit) -> list[str]:
         hit.date.isoformat() if hit.date else "",
         hit.url or "",
         hit.title,
-        text,
+        hit.text,  # the whole post: an export is for reading elsewhere, not a page of snippets
         " ".join(hit.media),
         hit.forwarded_from or "",
         "yes" if hit.edited else "no",
@@ -374,7 +373,7 @@ def _formatter(kind: str) -> tuple[str, str, Callable[[list[Hit], bool], str]]:
         return "text/csv; charset=utf-8", "csv", as_csv
 
     def as_jsonl(hits: list[Hit], first: bool) -> str:
-        return "".join(json.dumps(hit_record(h), ensure_ascii=False) + "\n" for h in hits)
+        return "".join(json.dumps({**hit_record(h), "text": h.text}, ensure_ascii=False) + "\n" for h in hits)
 
     return "application/x-ndjson; charset=utf-8", "jsonl", as_jsonl
 
