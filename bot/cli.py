@@ -485,13 +485,20 @@ def bench_stories(
     posts: Annotated[int, typer.Option(help="Generated posts assigned and indexed for throughput.")] = 10_000,
     memory_posts: Annotated[int, typer.Option(help="Posts indexed to measure bytes per post.")] = 100_000,
     compare: Annotated[bool, typer.Option(help="Also time ingest with the story stage and without.")] = True,
+    labelled: Annotated[
+        Path | None,
+        typer.Option("--set", help="The labelled pairs (default: tests/fixtures/stories of the checkout)."),
+    ] = None,
 ) -> None:
     """Near-duplicate stories: precision, recall and F1 on the labelled set, posts/s, bytes per post."""
+    from bot.bench.stories import SET
     from bot.bench.stories import run as bench
 
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"--threshold must be above 0 and at most 1, not {threshold}")
-    result = bench(threshold=threshold, posts=posts, memory_posts=memory_posts, compare=compare)
+    result = bench(
+        threshold=threshold, posts=posts, memory_posts=memory_posts, compare=compare, labelled=labelled or SET
+    )
     typer.echo(json.dumps(result, ensure_ascii=False))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.bench.corpus import generate_dump
+from bot.errors import InputError
 from bot.parse.dump import parse_dump
 from bot.stories import Stories, StoryConfig, StoryPost
 from bot.stories.boilerplate import Boilerplate
@@ -201,8 +202,17 @@ def memory(config: StoryConfig, n: int = 100_000) -> dict[str, Any]:
 
 
 def run(
-    threshold: float = 0.7, posts: int = 10_000, memory_posts: int = 100_000, compare: bool = True
+    threshold: float = 0.7,
+    posts: int = 10_000,
+    memory_posts: int = 100_000,
+    compare: bool = True,
+    labelled: Path = SET,
 ) -> dict[str, Any]:
+    if not (labelled / "pairs.jsonl").is_file():
+        raise InputError(
+            f"no labelled set at {labelled}: it comes with the source checkout (tests/fixtures/stories), "
+            "not the wheel; pass --set DIR"
+        )
     config = StoryConfig(threshold=threshold)
     out: dict[str, Any] = {
         "bench": "stories",
@@ -210,7 +220,7 @@ def run(
         "bands": config.bands,
         "rows": config.rows,
     }
-    out["quality"] = quality(config)
+    out["quality"] = quality(config, labelled)
     out["speed"] = speed(config, posts)
     if compare:
         on, off = replay_cpu(min(posts, 5_000), repeat=5)
