@@ -146,3 +146,69 @@ def test_an_account_in_a_floodwait_keeps_its_channels_and_is_given_no_new_ones()
     assert [e.name for e in shares["a"]] == ["c0"]
     assert [e.name for e in shares["b"]] == ["c1", "c2", "c3"]
     assert [e.name for e in left] == ["c4"]
+
+
+async def test_the_monitor_runs_every_named_account_and_moves_a_revoked_ones_channels(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, two: Two
+) -> None:
+    """`tgsentinel run`'s Monitor, in process on SQLite, with two named accounts (TELEGRAM_SESSION_*)
+    whose clients are the offline harness's: both watch, and a revoked one's channels move."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from bot.app import Monitor
+    from bot.sources import login
+    from bot.store.models import Alert
+    from tests.test_run import free_port
+    from tests.test_telegram_login import a_string_session
+
+    for name in ("ACC1", "ACC2"):
+        monkeypatch.setenv(f"TELEGRAM_SESSION_{name}", a_string_session())
+    monkeypatch.setattr(login, "make_client", lambda settings, account: make_client(two.fakes[account]))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    listed = "".join(f"  - {name}\n" for name in CHANNELS.values())
+    (rules / "watch.yaml").write_text(f"channels:\n{listed}", encoding="utf-8")
+    settings = Settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'run.db'}",
+        rules_dir=rules,
+        data_dir=tmp_path / "data",
+        api_id=1,
+        api_hash="0123456789abcdef0123456789abcdef",
+        http_port=free_port(),
+        resolve_interval=0.01,
+    )
+    monitor = Monitor(settings)
+    await monitor.start()
+    try:
+        accounts = monitor.telegram
+        assert isinstance(accounts, Accounts) and sorted(accounts.sources) == ["acc1", "acc2"]
+
+        def watching(account: str) -> set[str]:
+            return {ref.username for ref in accounts.sources[account].channels}
+
+        async def until(check, what: str) -> None:  # type: ignore[no-untyped-def]
+            for _ in range(200):
+                if check():
+                    return
+                await asyncio.sleep(0.05)  # polling the monitor's own tasks' progress
+            raise AssertionError(f"timed out waiting for {what}")
+
+        await until(lambda: watching("acc1") | watching("acc2") == set(CHANNELS.values()), "both accounts")
+        assert watching("acc1") and watching("acc2")
+        two.fakes["acc1"].authorized = False
+        two.fakes["acc1"].drop()
+        await until(lambda: watching("acc2") == set(CHANNELS.values()), "acc1's channels on acc2")
+
+        def notices() -> list[str]:
+            with Session(monitor.store) as session:
+                return list(session.scalars(select(Alert.summary).where(Alert.kind == "ops")))
+
+        await until(lambda: any("account acc1" in n for n in notices()), "the ops notice")
+        assert len([n for n in notices() if "acc1" in n]) == 1
+        health = monitor.health.snapshot()
+        assert health["sources"]["telegram:acc1"]["connected"] is False
+        assert {ch["source"] for ch in health["channels"].values()} == {"telegram:acc2"}
+    finally:
+        await monitor.stop()
