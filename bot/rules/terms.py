@@ -102,6 +102,11 @@ def _narrow_tables() -> tuple[bytes, bytes]:
 _NARROW_SAFE, _NARROW_FOLD = _narrow_tables()
 
 
+def fold_narrow(data: bytes) -> bytes | None:
+    """cp1251 text folded byte by byte, or None when a byte's character does not fold on its own."""
+    return None if data.translate(None, _NARROW_SAFE) else data.translate(_NARROW_FOLD)
+
+
 def normalise_mapped(text: str, fold: bool = True) -> Normalised:
     """Normalise `text` (folded for terms and words, or NFC only for regex terms), keeping the map."""
     if text.isascii():
@@ -110,11 +115,10 @@ def normalise_mapped(text: str, fold: bool = True) -> Normalised:
     if fold:
         # Latin and Cyrillic text, the common case, folds byte by byte in cp1251: two C calls.
         try:
-            data = text.encode(NARROW)
+            narrow = fold_narrow(text.encode(NARROW))
         except UnicodeEncodeError:
-            data = None
-        if data is not None and not data.translate(None, _NARROW_SAFE):
-            narrow = data.translate(_NARROW_FOLD)
+            narrow = None
+        if narrow is not None:
             return Normalised(narrow.decode(NARROW), None, narrow)
     if fold:
         # str methods rather than a regex or translate(): this runs for every post.

@@ -23,7 +23,7 @@ import numpy as np
 import xxhash
 
 from bot.parse.fingerprint import EMOJI
-from bot.rules.terms import NARROW, normalise_mapped
+from bot.rules.terms import NARROW, fold_narrow, normalise_mapped
 
 SIZE = 3  # words per shingle
 
@@ -94,19 +94,22 @@ def _folded(text: str) -> tuple[bytes | None, str]:
     # "replace" writes one '?' for each character cp1251 lacks, so data and text line up character
     # for character: each such '?' must be an emoji (it then reads as punctuation, as emoji do).
     if data.count(b"?") != text.count("?"):
-        at = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _QUESTION).tolist()
-        for ch in set(map(text.__getitem__, at)):
+        at = data.find(b"?")
+        while at >= 0:  # a handful of emoji a post: a find loop, not numpy's cost per call
+            ch = text[at]
             if ch != "?" and not _is_emoji(ch):
                 return None, text
+            at = data.find(b"?", at + 1)
+    # The rules' fold (`normalise_mapped`'s fast path) straight on the bytes in hand.
+    narrow = fold_narrow(data)
+    if narrow is not None:
+        return narrow, text
     norm = normalise_mapped(data.decode(NARROW))
     if norm.narrow is not None:
         return norm.narrow, norm.text
     # cp1251 text whose fold leaves cp1251 (… reads as ...): what cp1251 cannot spell after folding
     # is no letter of these scripts.
     return norm.text.encode(NARROW, "replace"), norm.text
-
-
-_QUESTION = np.uint8(ord("?"))
 
 
 def clean(text: str) -> bytes:
