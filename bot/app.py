@@ -415,7 +415,7 @@ class Monitor:
             )
             keeper.list(c.key for c in self.watcher.current.config.channels)
             self.health.leases = lambda: keeper.snapshot
-            await keeper.round()  # its heartbeat: the others count it before it claims
+            await keeper.start()  # this worker's share, before any source starts
         self._rewatch.clear()
         async with self._watch_lock:
             await self._watch(self.watcher.current)

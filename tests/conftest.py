@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import hypothesis
@@ -22,6 +22,9 @@ from bot.app import Pipeline
 from bot.config.ruleset import RuleSet
 from bot.settings import Settings
 from bot.store.migrate import open_store
+
+if TYPE_CHECKING:
+    from tests.pg_server import PgServer
 
 # CI must give the same verdict on the same commit: there, hypothesis draws the same examples each
 # run (derandomized); locally it keeps exploring new ones.
@@ -153,3 +156,14 @@ async def make_pipeline(
 async def sink(make_pipeline: Callable[..., Pipeline]) -> object:
     """The real ingest path over a real store, with no rules: what sources write to."""
     return make_pipeline().ingest
+
+
+@pytest.fixture
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of the test's own (tests.pg_server), for tests that stop it or run workers."""
+    from tests.pg_server import PgServer
+
+    server = PgServer()
+    server.start()
+    yield server
+    server.remove()

@@ -12,10 +12,8 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pytest_httpserver import HTTPServer
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
@@ -31,14 +29,6 @@ from tests.test_web_source import page_html
 CHANNELS = [f"chan{i:03d}" for i in range(300)]
 LEASE = 8.0  # seconds: short, so that three kills fit in a test
 ALERT_HOOK = "/alerts"
-
-
-@pytest.fixture
-def pg() -> Iterator[PgServer]:
-    server = PgServer()
-    server.start()
-    yield server
-    server.remove()
 
 
 class Channels:

@@ -4,24 +4,14 @@ and after the server returns the monitor is healthy again and nothing posted mea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pytest_httpserver import HTTPServer
 
 from tests.pg_server import PgServer
 from tests.test_health_run import Running, alert_hook, ops_hook, serve_channel, write_rules
 
 ALERT_HOOK = "/alerts"
-
-
-@pytest.fixture
-def pg() -> Iterator[PgServer]:
-    server = PgServer()
-    server.start()
-    yield server
-    server.remove()
 
 
 def test_healthz_is_503_through_a_store_outage_and_200_after_it_with_nothing_lost(

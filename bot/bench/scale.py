@@ -21,7 +21,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from bot.bench.seed import log, scratch_url
+from bot.bench.soak import free_port
 from bot.errors import InputError
 from bot.store.models import Channel, ChannelLease
 
@@ -109,12 +109,6 @@ def _server(channels: _Channels) -> ThreadingHTTPServer:
     return server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -127,7 +121,7 @@ def _get(port: int, path: str) -> str:
 
 class _Worker:
     def __init__(self, env: dict[str, str], tmp: Path, n: int) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         data = tmp / f"worker{n}"
         data.mkdir()
         self.log = open(tmp / f"worker{n}.log", "wb")  # noqa: SIM115 - closed in stop()

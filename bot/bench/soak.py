@@ -83,7 +83,7 @@ def _server(channel: _Channel) -> ThreadingHTTPServer:
     return server
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -108,7 +108,7 @@ def run(
     channel = _Channel(per_poll)
     server = _server(channel)
     base = f"http://127.0.0.1:{server.server_port}"
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "rules"
         rules.mkdir()

@@ -231,11 +231,19 @@ class LeaseKeeper:
             log.info("leases: holding %d channel(s) (+%d, -%d)", len(held), gained, gone)
             self.on_change(held)
 
+    async def start(self) -> None:
+        """The first two rounds: a heartbeat, then, once workers started with this one have beaten
+        too, the first claims (so that they split the channels at once, rather than the first of
+        them claiming everything and giving half back a round later)."""
+        await self.round()
+        await asyncio.sleep(FIRST_CLAIM)
+        await self.round()
+
     async def run(self) -> None:
-        """Rounds until cancelled (the second soon after the first: it makes the first claims)."""
+        """Rounds until cancelled."""
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.every if self._rounds > 1 else min(self.every, FIRST_CLAIM)):
+                async with asyncio.timeout(self.every):
                     await self._wake.wait()
             self._wake.clear()
             await self.round()
