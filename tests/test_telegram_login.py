@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -84,6 +85,10 @@ async def test_named_accounts_come_from_their_variables_and_the_sessions_directo
     monkeypatch.setenv("TELEGRAM_SESSION_BAD NAME", "x")  # not a name: ignored
     SQLiteSession(str(login.session_path(s))).close()  # the default account's file
     assert login.accounts(s) == ["default", "acc2", "acc3"]
+    from bot.redact import SECRETS
+
+    secret = os.environ["TELEGRAM_SESSION_ACC3"]
+    assert secret not in SECRETS(f"a receiver echoed {secret} back")  # redacted like TELEGRAM_SESSION
     client = login.make_client(s, "acc3")
     assert isinstance(client.session, StringSession) and client.session.dc_id == 2
     file_client = login.make_client(s, "acc2")

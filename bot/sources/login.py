@@ -17,6 +17,7 @@ from telethon import TelegramClient
 from telethon.sessions import StringSession
 
 from bot.errors import InputError
+from bot.redact import SECRETS
 from bot.settings import Settings
 from bot.sources.telegram import LOGIN_HINT, SessionError
 
@@ -54,6 +55,7 @@ def _named_strings(settings: Settings) -> dict[str, str]:
                 name = key[len(_ENV_PREFIX) :].lower()
                 if _NAME.fullmatch(name):
                     found[name] = value
+    SECRETS.learn(*found.values())  # an auth key as much as TELEGRAM_SESSION: never shown anywhere
     return found
 
 
