@@ -1,5 +1,5 @@
 """Scale-out, from outside real processes on a PostgreSQL server of the test's own: three
-`run --role source` workers and one `run --role delivery` share 300 loopback t.me channels while
+`run --role source` workers and two `run --role delivery` share 300 loopback t.me channels while
 new posts arrive. A source worker is killed with SIGKILL, three times over (a fresh one replaces
 it each time): its channels are held by the others within the lease time, the newcomer gets its
 share, every post is stored, and every matching post reaches the loopback webhook exactly once."""
@@ -115,7 +115,11 @@ def test_killed_source_workers_channels_move_within_the_lease_and_every_match_al
         (tmp_path / f"s{n}").mkdir()
         return Running(tmp_path / f"s{n}", rules, base, TGSENTINEL_ROLE="source", **env)
 
-    delivery = Running(tmp_path, rules, base, TGSENTINEL_ROLE="delivery", **env)
+    # Two delivery workers claiming from one outbox: each alert still reaches the webhook once.
+    deliveries = []
+    for n in range(2):
+        (tmp_path / f"d{n}").mkdir()
+        deliveries.append(Running(tmp_path / f"d{n}", rules, base, TGSENTINEL_ROLE="delivery", **env))
     sources = [source(n) for n in range(3)]
     started = 3
     try:
@@ -208,15 +212,18 @@ def test_killed_source_workers_channels_move_within_the_lease_and_every_match_al
         assert max(seen.values()) == 1, [k for k, n in seen.items() if n > 1][:10]
         with Session(engine) as session:
             assert session.scalar(select(func.count(func.distinct(Message.id)))) == total
-        for m in [delivery, *ids.values()]:
+            # Both delivery workers sent some: the once-only above held with two claiming.
+            senders = select(func.count(func.distinct(Delivery.lease_owner))).where(Delivery.status == "sent")
+            assert session.scalar(senders) == 2
+        for m in [*deliveries, *ids.values()]:
             m.stop()
     except AssertionError:
-        for m in [delivery, *sources]:
+        for m in [*deliveries, *sources]:
             print(
                 f"--- {m.settings['TGSENTINEL_ROLE']} worker, pid {m.proc.pid}:", *m.log.items[-40:], sep="\n"
             )
         raise
     finally:
-        for m in [delivery, *sources]:
+        for m in [*deliveries, *sources]:
             m.__exit__(None, None, None)
         engine.dispose()
