@@ -18,7 +18,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
 
 from bot.health import Ops, tell
 from bot.sources.model import ChannelRef
@@ -95,10 +94,6 @@ class Accounts:
             if account in held:
                 held[account] += 1
         return sum(held[a] if self.sources[a].flood_until > now else self.budget for a in self.live)
-
-    @property
-    def channels(self) -> list[Any]:
-        return [ref for a in self.live for ref in self.sources[a].channels]
 
     async def update(self, entries: Iterable[ChannelEntryLike]) -> list[ChannelEntryLike]:
         """Watch these channels across the live accounts; returns those no account has room for."""

@@ -68,7 +68,6 @@ class Round:
     lost: list[str] = field(default_factory=list)
     takeovers: int = 0
     target: int = 0
-    live: int = 0
 
 
 def shares(channels: int, capacities: dict[str, int]) -> dict[str, int]:
@@ -105,7 +104,7 @@ def decide(
     live = store.live_sources(session, now, ttl)
     live[me.id] = me.capacity
     target = shares(len(listed), live)[me.id]
-    out = Round(frozenset(kept), lost=lost, target=target, live=len(live))
+    out = Round(frozenset(kept), lost=lost, target=target)
     if len(kept) > target:
         # The newest in key order go back; any choice works, a stable one keeps the rest still.
         out.released = sorted(kept)[target:]
