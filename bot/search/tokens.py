@@ -199,11 +199,20 @@ def stems(text: str) -> list[str]:
     return [get(w) or stem(w) for w in folded_words(text)]
 
 
-# The same in cp1251 bytes, for the fast path: no str made for each word of each post stored.
-_NARROW_STEMS: dict[bytes, bytes] = {}
+class _NarrowStems(dict[bytes, bytes]):
+    """The same in cp1251 bytes, for the fast path: no str made for each word of each post stored.
+    Looked up with `map(__getitem__)`, which runs in C and calls `__missing__` for a new word."""
+
+    def __missing__(self, word: bytes) -> bytes:
+        return _narrow_stem(word)
+
+
+_NARROW_STEMS = _NarrowStems()
 
 
 def _narrow_stem(word: bytes) -> bytes:
+    if word.isdigit():
+        return word  # its own stem; not kept, or post and line numbers would fill the cache
     out = stem(word.decode(_NARROW)).encode(_NARROW)  # a stem of cp1251 letters is in cp1251
     if len(_NARROW_STEMS) < _STEMS_MAX:
         _NARROW_STEMS[word] = out
@@ -215,11 +224,10 @@ def body(text: str) -> str:
     data = _narrow(text)
     if data is None:
         return " ".join(stems(text))
-    words = data.split()
-    get = _NARROW_STEMS.get
-    return b" ".join([get(w) or _narrow_stem(w) for w in words]).decode(_NARROW)
+    return b" ".join(map(_NARROW_STEMS.__getitem__, data.split())).decode(_NARROW)
 
 
+@functools.lru_cache(maxsize=16_384)
 def tag(hashtag: str) -> str:
     """A hashtag as the index keeps it: folded, without '#', ASCII punctuation dropped."""
     return normalise(hashtag.lstrip("#")).translate(_TAG_DROP)
@@ -229,16 +237,9 @@ def tags(hashtags: Iterable[str]) -> list[str]:
     return [t for t in dict.fromkeys(tag(h) for h in hashtags) if t]
 
 
-def document(text: str, hashtags: Iterable[str]) -> tuple[str, str]:
-    """A post's two indexed columns: its text's stems and its tags, each joined by spaces.
-
-    Kept for the last few thousand posts: the ingest works a batch's documents out in the match
-    thread, before its transaction (`bot.pipeline.index.prepare`), and the index stage inside the
-    transaction finds them here rather than tokenizing on the store's one thread.
-    """
-    return _document(text, tuple(hashtags))
+Document = tuple[str, str]
 
 
-@functools.lru_cache(maxsize=4096)
-def _document(text: str, hashtags: tuple[str, ...]) -> tuple[str, str]:
-    return body(text), " ".join(tags(hashtags)) if hashtags else ""
+def document(text: str, hashtags: Iterable[str]) -> Document:
+    """A post's two indexed columns: its text's stems and its tags, each joined by spaces."""
+    return body(text), " ".join(tags(hashtags))
