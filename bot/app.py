@@ -29,7 +29,7 @@ from bot.config import ChannelEntry
 from bot.config.ruleset import RuleSet
 from bot.database_url import parse
 from bot.errors import InputError, first_line
-from bot.pipeline.compose import Windows
+from bot.pipeline.compose import PRUNED, Windows
 from bot.pipeline.ingest import Ingest
 from bot.pipeline.match import Matcher
 from bot.rules.engine import Limits
@@ -509,7 +509,8 @@ class Monitor:
         from bot.duration import parse_duration
         from bot.store.maintenance import prune_in_batches
 
-        removed = await prune_in_batches(self.store, parse_duration(self.settings.retention))
+        retention = parse_duration(self.settings.retention)
+        removed = await prune_in_batches(self.store, retention, forget=PRUNED)
         if any(removed.values()):
             log.info("retention: pruned %s", removed)
 

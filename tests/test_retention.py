@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from bot.pipeline.compose import PRUNED
 from bot.pipeline.ingest import Ingest
 from bot.sources.model import ChannelRef, Incoming
 from bot.store.db import release
@@ -153,7 +154,7 @@ def test_a_prune_empties_the_wal_and_db_vacuum_shrinks_the_file(sqlite_url):
     db = Path(sqlite_url.removeprefix("sqlite:///"))
     engine = open_store(sqlite_url)
     try:
-        assert prune(engine, DAYS_90, batch=500)["messages"] == 2000
+        assert prune(engine, DAYS_90, batch=500, forget=PRUNED)["messages"] == 2000
         assert _wal(sqlite_url).stat().st_size == 0  # checkpointed and truncated, not left at its peak
     finally:
         release(engine)

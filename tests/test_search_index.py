@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from bot.pipeline.compose import PRUNED
 from bot.pipeline.ingest import Ingest
 from bot.search import search
 from bot.sources.model import ChannelRef, Incoming
@@ -68,7 +69,7 @@ def test_new_edited_and_pruned_posts_are_found_by_what_they_say_now(store: Engin
     # The real retention prune deletes post 1: it leaves the index too.
     with Session(store) as s, s.begin():
         s.execute(update(Message).where(Message.msg_id == 1).values(created_at=OLD))
-    assert prune(store, 90 * 86400)["messages"] == 1
+    assert prune(store, 90 * 86400, forget=PRUNED)["messages"] == 1
     assert _found(store, "версия") == [] and _in_index(store, "верс") == 0
     assert _found(store, "sunny") == [2]
     # A new post takes the place of the deleted one, and nothing of the old one comes back with it.
@@ -100,7 +101,7 @@ def test_vacuum_gives_back_the_space_of_pruned_posts_index_included(sqlite_url: 
         with Session(engine) as s, s.begin():
             s.execute(update(Message).values(created_at=OLD))
         held = _index_bytes(engine)
-        prune(engine, 90 * 86400)
+        prune(engine, 90 * 86400, forget=PRUNED)
         done = vacuum(engine)
         index_bytes = _index_bytes(engine)
     finally:

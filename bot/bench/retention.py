@@ -23,6 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.bench.seed import log, open_bench, scratch_url, seed, stored
+from bot.pipeline.compose import PRUNED
 from bot.store.db import run_sync, shown_url
 from bot.store.maintenance import BATCH, database_size, prune_in_batches, size, vacuum
 from bot.store.models import Alert, Delivery
@@ -49,7 +50,7 @@ async def _run(url: str, old: int, recent: int, batch: int, interval: float, tmp
 
         latencies: list[float] = []
         started = time.perf_counter()
-        prune = asyncio.create_task(prune_in_batches(engine, RETENTION, batch=batch))
+        prune = asyncio.create_task(prune_in_batches(engine, RETENTION, batch=batch, forget=PRUNED))
         while not prune.done():
             sent = time.perf_counter()
             result = await bench.pipeline.ingest.ingest(bench.post(1))

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
@@ -47,12 +47,18 @@ class Candidate:
         return self.post.channel.id
 
 
+# A stage's `prepare` results for one batch: stage -> id(content) -> what it returned. Keyed by the
+# content object the batch carries (its item holds it), so a post edited since is never mistaken.
+Ready = dict[object, dict[int, Any]]
+
+
 @dataclass(slots=True)
 class Batch:
     items: Sequence[Incoming]
     rules: RuleSet | None  # one snapshot for the whole batch; None: store only, match nothing
     stamp: datetime  # the batch's "now", the same in every row it writes
     ahead: Ahead | None = None  # the matches worked out before the transaction, off the store's thread
+    ready: Ready = field(default_factory=dict)  # what the stages' `prepare` worked out, off it too
     prepared: list[tuple[Incoming, Content]] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)
     matched: list[Candidate] = field(default_factory=list)  # every match recorded
@@ -74,6 +80,10 @@ class Batch:
         kept = [c for c in self.candidates if wanted(c)]
         self.suppress(reason, len(self.candidates) - len(kept))
         self.candidates = kept
+
+    def made(self, stage: object, content: Content) -> Any | None:
+        """What `stage.prepare(content)` returned ahead of the transaction, or None (not run)."""
+        return self.ready.get(stage, {}).get(id(content))
 
     def suppress(self, reason: str, n: int = 1) -> None:
         if n:
@@ -98,7 +108,16 @@ class Stage(Protocol):
     """One step from post to delivery. It runs inside the batch's one transaction.
 
     A stage with CPU work per post that needs no store (tokenizing, say) also has `prepare(content)`:
-    the ingest runs it ahead, in the match thread, so the store's one thread spends no time on it.
+    the ingest runs it ahead, in the match thread, over the whole batch, so the store's one thread
+    spends no time on it; `run` finds each result with `batch.made(self, content)` and works out
+    whatever is missing itself (a post that failed to prepare, a batch stored without rules).
     """
 
     def run(self, session: Session, batch: Batch) -> None: ...
+
+
+@runtime_checkable
+class Preparing(Stage, Protocol):
+    """A stage with work to do ahead of the transaction (see `Stage`)."""
+
+    def prepare(self, content: Content) -> Any: ...

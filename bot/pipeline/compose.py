@@ -10,15 +10,14 @@ and every stage reads the one rule-set snapshot the batch was started with.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from bot.parse.model import Content
 from bot.pipeline.baseline import Baseline
-from bot.pipeline.batch import Batch, Stage
+from bot.pipeline.batch import Batch, Preparing, Stage
 from bot.pipeline.duplicate import Duplicate
 from bot.pipeline.fanout import FanOut
 from bot.pipeline.hold import Hold
@@ -30,6 +29,8 @@ from bot.pipeline.silenced import Silenced
 from bot.pipeline.stale import Stale
 from bot.pipeline.store import StorePosts
 from bot.pipeline.story import AssignStories
+from bot.search import index as search_index
+from bot.store.maintenance import Forget
 from bot.stories import StoryConfig
 
 if TYPE_CHECKING:
@@ -80,9 +81,14 @@ def stages(windows: Windows = Windows()) -> tuple[Stage, ...]:
     )
 
 
-def preparations(pipeline: Sequence[Stage]) -> tuple[Callable[[Content], None], ...]:
-    """The stages' work to run ahead of the transaction, per post (see `Stage`)."""
-    return tuple(stage.prepare for stage in pipeline if hasattr(stage, "prepare"))
+# What keeps its own record of posts beside `messages` and forgets pruned ones in the retention
+# prune's own transactions (`bot.store.maintenance.Pruner`): the search index.
+PRUNED: tuple[Forget, ...] = (search_index.catch_up,)
+
+
+def preparing(pipeline: Sequence[Stage]) -> tuple[Preparing, ...]:
+    """The stages with work to run ahead of the transaction, per post (see `Stage`)."""
+    return tuple(stage for stage in pipeline if isinstance(stage, Preparing))
 
 
 def run(session: Session, batch: Batch, pipeline: Sequence[Stage]) -> Batch:

@@ -3,6 +3,9 @@
 New posts are indexed from their content, as stored. Edited posts: on SQLite the store's trigger
 kept the text the index knew, and `catch_up` swaps it for the new one (deleted posts' go the same
 way); on PostgreSQL the post's row is replaced.
+
+Tokenizing is the stage's CPU work, and it needs no store: `prepare` does it in the match thread,
+ahead of the transaction, and `run` finds each post's document made.
 """
 
 from __future__ import annotations
@@ -16,18 +19,17 @@ from bot.sources.model import storable
 
 
 class IndexPosts:
-    def prepare(self, content: Content) -> None:
-        """A post's index document, worked out ahead in the match thread: `run` then finds it made."""
-        tokens.document(storable(content.text), content.hashtags)
+    def prepare(self, content: Content) -> tokens.Document:
+        return tokens.document(storable(content.text), content.hashtags)
 
     def run(self, session: Session, batch: Batch) -> None:
         conn = session.connection()
         postgres = conn.dialect.name != "sqlite"
         index.catch_up(conn, frozenset(p.message_id for p in batch.posts if not p.is_edit))
-        index.add(
+        index.add_documents(
             conn,
             [
-                (post.message_id, storable(post.content.text), post.content.hashtags)
+                (post.message_id, batch.made(self, post.content) or self.prepare(post.content))
                 for post in batch.posts
                 if postgres or not post.is_edit
             ],

@@ -25,7 +25,7 @@ from bot import metrics
 from bot.config.ruleset import RuleSet
 from bot.errors import first_line
 from bot.pipeline import compose
-from bot.pipeline.batch import Batch
+from bot.pipeline.batch import Batch, Ready
 from bot.pipeline.match import Matcher
 from bot.rules.engine import Ahead
 from bot.sources.model import MAX_MESSAGE_ID, ChannelRef, Incoming, IngestResult, Rejected, StoreUnavailable
@@ -62,36 +62,47 @@ class Ingest:
         # The snapshot is taken here, once: every stage of this batch judges by the same rules.
         rules = self.rules()
         # Matched first, in the match thread: a slow rule must not hold up the store's one thread.
-        ahead = await self.matcher.ahead(items, rules, compose.preparations(self.stages))
+        ahead, ready = await self.matcher.ahead(items, rules, compose.preparing(self.stages))
         # One batch's transaction at a time, on every database: the duplicate and throttle stages
         # look before they insert, and two channels' polls carrying one story must not both miss
         # the other's uncommitted alert (on PostgreSQL the store's threads would run them together).
         # `one_writer` does the same between processes.
         async with self._writing:
-            batch = await self._sync(self.ingest_sync, items, rules, ahead)
+            batch = await self._sync(self.ingest_sync, items, rules, ahead, ready)
         if batch.deliveries and self.on_commit is not None:
             self.on_commit(batch.deliveries)
         return result_of(batch)
 
     def ingest_sync(
-        self, items: Sequence[Incoming], rules: RuleSet | None = None, ahead: Ahead | None = None
+        self,
+        items: Sequence[Incoming],
+        rules: RuleSet | None = None,
+        ahead: Ahead | None = None,
+        ready: Ready | None = None,
     ) -> Batch:
         stamp = now()
         try:
-            batch = self._run(items, rules, stamp, ahead)
+            batch = self._run(items, rules, stamp, ahead, ready)
         except Exception as exc:
             if is_outage(exc):
                 raise
-            batch = self._one_by_one(items, rules, stamp, exc, ahead)
+            batch = self._one_by_one(items, rules, stamp, exc, ahead, ready)
         _published(batch)
         return batch
 
     def _run(
-        self, items: Sequence[Incoming], rules: RuleSet | None, stamp: datetime, ahead: Ahead | None = None
+        self,
+        items: Sequence[Incoming],
+        rules: RuleSet | None,
+        stamp: datetime,
+        ahead: Ahead | None = None,
+        ready: Ready | None = None,
     ) -> Batch:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             one_writer(session)
-            batch = compose.run(session, Batch(items, rules, stamp, ahead=ahead), self.stages)
+            batch = compose.run(
+                session, Batch(items, rules, stamp, ahead=ahead, ready=ready or {}), self.stages
+            )
         for hook in batch.after_commit:
             hook()
         return batch
@@ -103,6 +114,7 @@ class Ingest:
         stamp: datetime,
         exc: Exception,
         ahead: Ahead | None = None,
+        ready: Ready | None = None,
     ) -> Batch:
         """After the batch failed with `exc`: a transaction per post, rejecting a post that fails alone.
 
@@ -114,7 +126,7 @@ class Ingest:
         batch = Batch(items, rules, stamp)
         for item in items:
             try:
-                batch.absorb(self._run([item], rules, stamp, ahead))
+                batch.absorb(self._run([item], rules, stamp, ahead, ready))
             except Exception as failed:
                 if is_outage(failed):
                     raise  # the posts stored so far stay stored: ingest is idempotent

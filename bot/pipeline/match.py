@@ -24,7 +24,7 @@ from bot import channel, metrics
 from bot.config.ruleset import RuleSet
 from bot.parse import normalise
 from bot.parse.model import Content
-from bot.pipeline.batch import Batch, Candidate
+from bot.pipeline.batch import Batch, Candidate, Preparing, Ready
 from bot.rules.engine import BATCH_BUDGET, POST_BUDGET, Ahead, Budget, Limits, MatchInput
 from bot.sources.model import ChannelRef, Incoming
 from bot.store import channels as channel_rows
@@ -44,6 +44,14 @@ def _thread() -> ThreadPoolExecutor:
     return _executor
 
 
+def _prepared(stage: Preparing, contents: Sequence[Content]) -> dict[int, object]:
+    done = {}
+    for content in contents:
+        with contextlib.suppress(Exception):  # its stage meets the post again, in the transaction
+            done[id(content)] = stage.prepare(content)
+    return done
+
+
 class Matcher:
     """Matches a batch ahead of its transaction, off the event loop and off the store's thread, and
     tells ops (once per batch) about regex terms the engine disabled for timing out."""
@@ -55,24 +63,21 @@ class Matcher:
         self.ops = ops
 
     async def ahead(
-        self,
-        items: Sequence[Incoming],
-        rules: RuleSet | None,
-        prepare: Sequence[Callable[[Content], None]] = (),
-    ) -> Ahead | None:
+        self, items: Sequence[Incoming], rules: RuleSet | None, stages: Sequence[Preparing] = ()
+    ) -> tuple[Ahead | None, Ready]:
         """The batch's matches, and each stage's `prepare` of every post, in the match thread."""
-        if rules is None or not items:
-            return None
+        if not items or (rules is None and not stages):
+            return None, {}
         loop = asyncio.get_running_loop()
-        ahead = await loop.run_in_executor(_thread(), self.ahead_sync, items, rules, prepare)
-        await self.tell(rules)
-        return ahead
+        found = await loop.run_in_executor(_thread(), self.ahead_sync, items, rules, stages)
+        if rules is not None:
+            await self.tell(rules)
+        return found
 
     def ahead_sync(
-        self, items: Sequence[Incoming], rules: RuleSet, prepare: Sequence[Callable[[Content], None]] = ()
-    ) -> Ahead:
-        engine = rules.engine
-        ahead = Ahead(engine, Budget(self.limits, len(items)))
+        self, items: Sequence[Incoming], rules: RuleSet | None, stages: Sequence[Preparing] = ()
+    ) -> tuple[Ahead | None, Ready]:
+        contents = []
         for item in items:
             if item.content is None:
                 try:
@@ -80,9 +85,18 @@ class Matcher:
                     item.content = normalise(item.text, item.entities, item.media)
                 except Exception:
                     continue  # the normalise stage meets it again, and rejects the post
-            for work in prepare:
-                with contextlib.suppress(Exception):  # its stage meets it again, in the transaction
-                    work(item.content)
+            contents.append(item.content)
+        ahead = None if rules is None else self._match(items, rules)
+        # Stage by stage over the whole batch, rather than post by post between the rules: each
+        # stage's tables (the stems, say) stay in the processor's cache while it runs.
+        return ahead, {stage: _prepared(stage, contents) for stage in stages}
+
+    def _match(self, items: Sequence[Incoming], rules: RuleSet) -> Ahead:
+        engine = rules.engine
+        ahead = Ahead(engine, Budget(self.limits, len(items)))
+        for item in items:
+            if item.content is None:
+                continue
             # As the stage will see it, as far as can be known before storing: most posts are new.
             post = engine.key(
                 MatchInput(

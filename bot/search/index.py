@@ -10,7 +10,7 @@ A contentless table forgets a row only when told the tokens it was indexed with,
 needed when a post is deleted or edited. Two triggers copy it into `search_stale` as the row changes,
 whoever changes it (the ingest path, the retention prune, someone in the sqlite3 shell), and
 `catch_up` takes those rows out of the index, in the same transaction: the ingest stage runs it on
-each batch, and the prune after each of its batches (through the hook `bot.store.maintenance` has).
+each batch, and the prune after each of its batches (its `forget`: `bot.pipeline.compose.PRUNED`).
 
 PostgreSQL: `search_docs`, one row per post (ON DELETE CASCADE from messages) with a `tsvector` of
 the same tokens, written as a literal (the body's stems at their positions, the tags at weight A after
@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
-from sqlalchemy.orm import Session
 
 from bot.search import tokens
-from bot.store import maintenance
 
 FTS = "search_fts"
 STALE = "search_stale"
@@ -75,14 +73,14 @@ def _hashtags(value: Any) -> list[str]:
     return [str(v) for v in value or ()]
 
 
-def tsvector(text_: str, hashtags: Iterable[str]) -> str:
+def tsvector(doc: tokens.Document) -> str:
     """A post's tsvector, as PostgreSQL reads a literal: 'stem':1,4 'tag':9A."""
     positions: dict[str, list[str]] = defaultdict(list)
-    body, _ = tokens.document(text_, hashtags)
+    body, tags = doc
     stems = body.split()
     for i, stem in enumerate(stems, 1):
         positions[stem].append(str(min(i, _MAX_POSITION)))
-    for i, tag in enumerate(tokens.tags(hashtags), len(stems) + 1):
+    for i, tag in enumerate(tags.split(), len(stems) + 1):
         positions[tag].append(f"{min(i, _MAX_POSITION)}A")
     for lexeme in [x for x in positions if len(x) * 4 > MAX_LEXEME_BYTES]:
         if len(lexeme.encode()) > MAX_LEXEME_BYTES:
@@ -96,12 +94,17 @@ def _quote(lexeme: str) -> str:
 
 def add(conn: Connection, rows: Sequence[tuple[int, str, Any]]) -> None:
     """Index posts (id, text, hashtags) that the index does not hold yet (PostgreSQL: or replace them)."""
-    if not rows:
+    add_documents(conn, [(row_id, tokens.document(body, _hashtags(tags))) for row_id, body, tags in rows])
+
+
+def add_documents(conn: Connection, docs: Sequence[tuple[int, tokens.Document]]) -> None:
+    """`add`, for posts whose documents are worked out already (`tokens.document`)."""
+    if not docs:
         return
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(
             f"INSERT INTO {FTS} (rowid, body, tags) VALUES (?, ?, ?)",
-            [(row_id, *tokens.document(body, _hashtags(tags))) for row_id, body, tags in rows],
+            [(row_id, *doc) for row_id, doc in docs],
         )
         return
     conn.execute(
@@ -109,7 +112,7 @@ def add(conn: Connection, rows: Sequence[tuple[int, str, Any]]) -> None:
             f"INSERT INTO {DOCS} (message_id, doc) VALUES (:id, CAST(:doc AS tsvector)) "
             "ON CONFLICT (message_id) DO UPDATE SET doc = excluded.doc"
         ),
-        [{"id": row_id, "doc": tsvector(body, _hashtags(tags))} for row_id, body, tags in rows],
+        [{"id": row_id, "doc": tsvector(doc)} for row_id, doc in docs],
     )
 
 
@@ -171,10 +174,3 @@ def create(conn: Connection) -> int:
 def drop(conn: Connection) -> None:
     for statement in SQLITE_DROP if conn.dialect.name == "sqlite" else POSTGRES_DROP:
         conn.exec_driver_sql(statement)
-
-
-def _after_prune(session: Session) -> None:
-    catch_up(session.connection())
-
-
-maintenance.after_messages_deleted.append(_after_prune)

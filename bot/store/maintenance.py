@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -35,10 +35,9 @@ _OWED = ("pending", "held", "dead")
 # In this order: a finished delivery goes first, so that its alert is an orphan the next phase takes.
 _TABLES = ("deliveries", "alerts", "messages")
 
-# Run in the transaction of each batch that deleted messages, after the delete: what keeps its own
-# record of messages and must forget the deleted ones registers here (the search index, bot.search,
-# a layer above the store).
-after_messages_deleted: list[Callable[[Session], None]] = []
+# What keeps its own record of messages and must forget the deleted ones (the search index,
+# bot.search, a layer above the store): run in the transaction of each batch that deleted messages.
+Forget = Callable[[Connection], object]
 
 
 def database_size(engine: Engine) -> int:
@@ -60,13 +59,15 @@ class Pruner:
     lives on its own row (`channels.last_seen_id`), so pruning never rewinds it. Pending, held and
     dead deliveries stay whatever their age, and so do their alerts and messages: someone still owes
     them a look. Every batch judges those conditions afresh, so a delivery that fails or a post that
-    arrives between two batches is seen.
+    arrives between two batches is seen. Each batch that deleted messages runs `forget` before it
+    commits.
     """
 
     engine: Engine
     older_than: float
     batch: int = BATCH
     budget: float = BUDGET
+    forget: Sequence[Forget] = ()
     removed: dict[str, int] = field(init=False, default_factory=lambda: dict.fromkeys(_TABLES, 0))
     _phases: list[str] = field(init=False, default_factory=lambda: list(_TABLES))
 
@@ -84,8 +85,8 @@ class Pruner:
         with Session(self.engine) as session, session.begin():
             count = session.execute(self._statement(phase, limit)).rowcount or 0
             if phase == "messages" and count:
-                for hook in after_messages_deleted:
-                    hook(session)
+                for hook in self.forget:
+                    hook(session.connection())
         elapsed = time.perf_counter() - started
         self.removed[phase] += count
         if count < limit:
@@ -119,18 +120,22 @@ class Pruner:
         return delete(Message).where(Message.id.in_(old.limit(limit)))
 
 
-def prune(engine: Engine, older_than: float, *, batch: int = BATCH) -> dict[str, int]:
+def prune(
+    engine: Engine, older_than: float, *, batch: int = BATCH, forget: Sequence[Forget] = ()
+) -> dict[str, int]:
     """The whole prune in this thread, batch after batch (see `Pruner`); counts what went."""
-    pruner = Pruner(engine, older_than, batch)
+    pruner = Pruner(engine, older_than, batch, forget=forget)
     while pruner.step():
         pass
     return pruner.removed
 
 
-async def prune_in_batches(engine: Engine, older_than: float, *, batch: int = BATCH) -> dict[str, int]:
+async def prune_in_batches(
+    engine: Engine, older_than: float, *, batch: int = BATCH, forget: Sequence[Forget] = ()
+) -> dict[str, int]:
     """The prune as the monitor runs it: each batch on the store's writer thread, so that the posts
     that arrive meanwhile are stored between two batches rather than after the last."""
-    pruner = Pruner(engine, older_than, batch)
+    pruner = Pruner(engine, older_than, batch, forget=forget)
     pause = SQLITE_PAUSE if engine.dialect.name == "sqlite" else 0.0
     while await run_sync(engine, pruner.step):
         await asyncio.sleep(pause)
