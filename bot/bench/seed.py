@@ -29,6 +29,7 @@ from bot.app import Pipeline
 from bot.config.ruleset import RuleSet
 from bot.database_url import parse
 from bot.errors import InputError
+from bot.search import index as search_index
 from bot.settings import Settings
 from bot.sources.model import ChannelRef, Incoming
 from bot.store.db import release, shown_url
@@ -180,7 +181,16 @@ def seed(bench: Bench, count: int, *, created_at: datetime | None = None, alerts
                 }
             )
         with Session(bench.engine) as session, session.begin():
+            last = session.scalar(select(func.max(Message.id))) or 0
             session.execute(insert(Message), rows)
+            # Indexed as the ingest path would have: a prune must take them out of the index too.
+            conn = session.connection()
+            search_index.add(
+                conn,
+                conn.execute(
+                    select(Message.id, Message.text, Message.hashtags).where(Message.id > last)
+                ).all(),
+            )
             if alerts_every:
                 _alerts(session, n // alerts_every, when)
         written += n
