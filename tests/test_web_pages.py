@@ -182,6 +182,24 @@ def test_the_rules_page_counts_each_rules_hits_per_day_of_the_post(world: World)
     assert rules["moldova"]["last_hit"].startswith(day[2])
 
 
+def test_the_rules_page_follows_an_edit_of_the_rules_directory(world: World) -> None:
+    extra = world.rules / "extra.yaml"
+
+    def shown() -> set[str]:
+        with client(world.web) as http:
+            return {r["id"] for r in http.get("/api/rules", headers=bearer()).json()["rules"]}
+
+    assert shown() == {"moldova", "sanctions"}
+    try:
+        extra.write_text("rules:\n  - id: added\n    match: {any: [added]}\n", encoding="utf-8")
+        assert shown() == {"moldova", "sanctions", "added"}
+        extra.write_text("rules:\n  - id: renamed\n    match: {any: [added]}\n", encoding="utf-8")
+        assert shown() == {"moldova", "sanctions", "renamed"}
+    finally:
+        extra.unlink(missing_ok=True)
+    assert shown() == {"moldova", "sanctions"}
+
+
 BROKEN = """\
 id: Not An Id
 match:

@@ -445,6 +445,23 @@ def _files(rules_dir: Path) -> list[Path]:
     return sorted(p for p in rules_dir.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml"))
 
 
+def stamp(rules_dir: Path) -> tuple[object, ...]:
+    """What `load_config(rules_dir)` reads, as a value that changes whenever its result could: each
+    file's name, size and modification time, the .env file's, and the environment (${VAR})."""
+    try:
+        paths = [*_files(rules_directory(rules_dir)), Path(".env")]
+    except (InputError, OSError):
+        return ("unreadable",)  # loaded each time: it says why
+    seen = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        seen.append((str(path), st.st_mtime_ns, st.st_size))
+    return (*seen, hash(frozenset(os.environ.items())))
+
+
 def rules_directory(path: Path | str) -> Path:
     """`path` if it is a directory; else the one line that says what to do about it."""
     path = Path(path)

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.alerts.senders import secrets
 from bot.config import Config, ConfigError, load_config
+from bot.config.load import stamp
 from bot.errors import InputError
 from bot.redact import SECRETS
 from bot.rules.engine import Engine as RuleEngine
@@ -73,8 +74,23 @@ def load_rules(rules_dir: Path) -> Loaded:
     return Loaded(rules_dir, config, [])
 
 
+_last: dict[Path, tuple[tuple[object, ...], Loaded]] = {}
+
+
+def current_rules(rules_dir: Path) -> Loaded:
+    """`load_rules`, parsed again only when a file it reads changed: every alerts, channels and rules
+    page needs it, and parsing the YAML is the slowest part of some of them."""
+    now = stamp(rules_dir)
+    last = _last.get(rules_dir)
+    if last is not None and last[0] == now and now != ("unreadable",):
+        return last[1]
+    rules = load_rules(rules_dir)
+    _last[rules_dir] = (now, rules)
+    return rules
+
+
 async def loaded(request: Request) -> Loaded:
-    return await blocking(load_rules, request.app.state.rules_dir)
+    return await blocking(current_rules, request.app.state.rules_dir)
 
 
 # --- hits per day ----------------------------------------------------------------------------------
