@@ -320,11 +320,17 @@ def bench_parse(posts: int = 10_000, repeat: int = 3) -> None:
 
 
 @bench_app.command("replay")
-def bench_replay(posts: int = 10_000, repeat: int = 3) -> None:
+def bench_replay(
+    posts: int = 10_000,
+    repeat: int = 3,
+    index_cost: Annotated[
+        bool, typer.Option(help="Also replay without the search index stage, alternating: what it adds.")
+    ] = False,
+) -> None:
     """Replay generated dumps into a fresh SQLite database; prints posts/s (best of `repeat`)."""
     from bot.bench.replay import run as bench
 
-    typer.echo(json.dumps(bench(n_posts=posts, repeat=repeat)))
+    typer.echo(json.dumps(bench(n_posts=posts, repeat=repeat, index_cost=index_cost)))
 
 
 @bench_app.command("import")
@@ -343,15 +349,20 @@ def bench_match(
     catastrophic: Annotated[
         int, typer.Option(help="Instead: N catastrophic regex rules over N posts, with and without a budget.")
     ] = 0,
+    sample: Annotated[
+        Path | None,
+        typer.Option(help="A dump whose English words the rules and posts use (default: the checkout's)."),
+    ] = None,
 ) -> None:
     """The rule engine against the naive one-regex-per-rule approach, at 100, 1,000 and 10,000 rules."""
+    from bot.bench.match import SAMPLE
     from bot.bench.match import catastrophic as bench_catastrophic
     from bot.bench.match import run as bench
 
     if catastrophic:
         typer.echo(json.dumps(bench_catastrophic(catastrophic)))
         return
-    for row in bench(repeat=repeat):
+    for row in bench(repeat=repeat, sample=sample or SAMPLE):
         typer.echo(json.dumps(row))
 
 

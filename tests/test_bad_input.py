@@ -156,3 +156,19 @@ def test_a_read_only_database_names_its_path_and_uid(args, tmp_path) -> None:
     ran = _as_another_user(args, cwd=here)
     assert ran.returncode == 2, ran.stderr
     assert ran.stderr.strip() == f"tgsentinel: cannot write {db} (uid {_uid()}): permission denied"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bench", "match", "--sample", "gone.txt"], "no sample dump at gone.txt: it comes with the source"),
+        (["bench", "stories", "--set", "missing"], "no labelled set at missing: it comes with the source"),
+    ],
+    ids=["bench match", "bench stories"],
+)
+def test_a_bench_without_its_checkout_data_says_which_option_to_pass(args, expected, tmp_path) -> None:
+    ran = tgs(*args, cwd=tmp_path)
+    err = ran.stderr.decode()
+    assert ran.returncode == 2, err
+    assert err.startswith(f"tgsentinel: {expected}"), err
+    assert len(err.strip().splitlines()) == 1

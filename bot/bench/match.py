@@ -16,12 +16,13 @@ import re
 import time
 from pathlib import Path
 
+from bot.errors import InputError
 from bot.rules.engine import DISABLED, Budget, Engine, Limits, MatchInput
 from bot.rules.rule import Rule
 
 _LATIN = "abcdefghijklmnopqrstuvwxyz"
 _CYRILLIC = "абвгдежзийклмнопрстуфхцчшщыэюя"  # no ё: the baseline does not know ё is е
-_SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "mfa_channel_dump.txt"
+SAMPLE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "mfa_channel_dump.txt"
 _POST_CHARS = 2300
 _NAIVE_WORK = 200_000  # rule x post searches the baseline gets per run
 
@@ -30,10 +31,13 @@ def _word(rng: random.Random, alphabet: str) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 10)))
 
 
-def _vocabulary(rng: random.Random) -> tuple[list[str], list[str]]:
-    latin: set[str] = set()
-    if _SAMPLE.exists():
-        latin = {w.lower() for w in re.findall(r"\b[A-Za-z]{3,}\b", _SAMPLE.read_text(encoding="utf-8"))}
+def _vocabulary(rng: random.Random, sample: Path) -> tuple[list[str], list[str]]:
+    if not sample.is_file():
+        raise InputError(
+            f"no sample dump at {sample}: it comes with the source checkout "
+            "(tests/fixtures/mfa_channel_dump.txt), not the wheel; pass --sample FILE"
+        )
+    latin = {w.lower() for w in re.findall(r"\b[A-Za-z]{3,}\b", sample.read_text(encoding="utf-8"))}
     while len(latin) < 1500:
         latin.add(_word(rng, _LATIN))
     cyrillic = {_word(rng, _CYRILLIC) for _ in range(1500)}
@@ -73,9 +77,12 @@ def _naive(rules: list[Rule]) -> list[tuple[str, re.Pattern[str]]]:
     ]
 
 
-def run(sizes: tuple[int, ...] = (100, 1000, 10000), n_posts: int = 2000, repeat: int = 3) -> list[dict]:
+def run(
+    sizes: tuple[int, ...] = (100, 1000, 10000), n_posts: int = 2000, repeat: int = 3, sample: Path = SAMPLE
+) -> list[dict]:
+    """Posts per second at each rule-set size; the English words come from `sample`, a text dump."""
     rng = random.Random(0)
-    latin, cyrillic = _vocabulary(rng)
+    latin, cyrillic = _vocabulary(rng, sample)
     texts = [_post(rng, latin, cyrillic) for _ in range(n_posts)]
     posts = [MatchInput(text=t) for t in texts]
     figures = []
