@@ -12,7 +12,6 @@ edits) is matched here, on the same budget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,8 +46,10 @@ def _thread() -> ThreadPoolExecutor:
 def _prepared(stage: Preparing, contents: Sequence[Content]) -> dict[int, object]:
     done = {}
     for content in contents:
-        with contextlib.suppress(Exception):  # its stage meets the post again, in the transaction
+        try:
             done[id(content)] = stage.prepare(content)
+        except Exception:
+            continue  # its stage meets the post again, in the transaction
     return done
 
 

@@ -19,6 +19,7 @@ with it exists. A change to what it yields needs a migration that rebuilds the i
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 import threading
@@ -76,7 +77,7 @@ def _kind(ch: str) -> str:
     return _SLOW if any(c.isalnum() for c in normalise(ch)) else _SPACE
 
 
-def _narrow_table() -> tuple[bytes, bytes, bytes, re.Pattern[str]]:
+def _narrow_table() -> tuple[bytes, bytes, bytes]:
     table = bytearray(range(256))
     drop, safe, chars = bytearray(), bytearray(), []
     for b in range(256):
@@ -96,26 +97,43 @@ def _narrow_table() -> tuple[bytes, bytes, bytes, re.Pattern[str]]:
         else:
             continue  # not safe: '№' is 'no' to the rules, two letters for one
         safe.append(b)
-    outside = re.compile("[^" + "".join(re.escape(c) for c in chars) + "]")
-    return bytes(table), bytes(drop), bytes(safe), outside
+    return bytes(table), bytes(drop), bytes(safe)
 
 
-_TABLE, _DROP_BYTES, _SAFE_BYTES, _OUTSIDE = _narrow_table()
+_TABLE, _DROP_BYTES, _SAFE_BYTES = _narrow_table()
 _KINDS: dict[str, str] = {}
+
+
+class _Slow(Exception):
+    """A character outside cp1251 that the fast path cannot read."""
+
+
+def _outside(error: UnicodeEncodeError) -> tuple[str, int]:
+    """The encoder's handler for characters outside cp1251 (emoji, mostly): a space for each that is
+    no letter, nothing for one that is dropped; `_Slow` for a letter or a mark."""
+    out = []
+    for ch in error.object[error.start : error.end]:
+        kind = _KINDS.get(ch)
+        if kind is None:
+            kind = _KINDS[ch] = _kind(ch)
+        if kind is _SLOW:
+            raise _Slow
+        if kind is _SPACE:
+            out.append(" ")
+    return "".join(out), error.end
+
+
+codecs.register_error("tgsentinel.narrow", _outside)
 
 
 def _narrow(text: str) -> bytes | None:
     """The text's words as cp1251 bytes, folded and separated by spaces; None when the fast path
     cannot read it (a letter outside cp1251, a combining mark, '№')."""
-    for ch in set(_OUTSIDE.findall(text)) if not text.isascii() else ():
-        kind = _KINDS.get(ch)
-        if kind is None:
-            kind = _KINDS[ch] = _kind(ch)
-        if kind is _SLOW:
-            return None
-        if kind is _DROP:
-            text = text.replace(ch, "")
-    data = text.encode(_NARROW, "replace")  # '?' for each character left outside it: a space
+    try:
+        # One pass: the handler sees only the runs of characters outside cp1251.
+        data = text.encode(_NARROW, "tgsentinel.narrow")
+    except _Slow:
+        return None
     if data.translate(None, _SAFE_BYTES):
         return None
     return data.translate(_TABLE, _DROP_BYTES)
