@@ -3,14 +3,16 @@ migration that indexes what was stored before the index existed. On SQLite and o
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.pipeline.compose import PRUNED
 from bot.pipeline.ingest import Ingest
-from bot.search import search
+from bot.search import search, tokens
 from bot.sources.model import ChannelRef, Incoming
 from bot.store.db import make_engine, release
 from bot.store.maintenance import prune, vacuum
@@ -79,6 +81,25 @@ def test_new_edited_and_pruned_posts_are_found_by_what_they_say_now(store: Engin
         with store.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM search_stale")).scalar_one() == 0
             conn.execute(text("INSERT INTO search_fts (search_fts, rank) VALUES ('integrity-check', 1)"))
+
+
+async def test_each_post_is_tokenized_once_in_the_match_thread_not_on_the_stores(
+    store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tokenizing is the index's CPU work: done ahead, in the match thread, and handed to the stage
+    # with the batch; done again in the transaction, it would hold up the store's one thread.
+    threads: list[str] = []
+    body = tokens.body
+    monkeypatch.setattr(
+        tokens, "body", lambda text: threads.append(threading.current_thread().name) or body(text)
+    )
+    ingest = Ingest(store)
+    result = await ingest.ingest(
+        [Incoming(channel=CHAN, message_id=i, text=f"Санкции, пост {i}") for i in range(1, 6)]
+    )
+    assert result.new == 5
+    assert _found(store, "санкциям") == [5, 4, 3, 2, 1]
+    assert len(threads) == 5 and all(name.startswith("tgsentinel-match") for name in threads), threads
 
 
 def _index_bytes(engine) -> int:
