@@ -16,8 +16,6 @@ import json
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -108,56 +106,14 @@ def speed(config: StoryConfig, n: int = 10_000, repeat: int = 3) -> dict[str, An
     return {"posts": n, "us_per_post": round(best / n * 1e6, 1), "posts_per_s": round(n / best)}
 
 
-@contextmanager
-def _stories_off() -> Iterator[None]:
-    """The control arm: the pipeline as composed, less the story stage (duplicates then fall back to
-    exact fingerprints, as `stories: each` rules do)."""
-    from bot.pipeline import compose
-    from bot.pipeline.story import AssignStories
-
-    composed = compose.stages
-
-    def without(windows: compose.Windows = compose.Windows()) -> tuple[compose.Stage, ...]:
-        return tuple(s for s in composed(windows) if not isinstance(s, AssignStories))
-
-    compose.stages = without
-    try:
-        yield
-    finally:
-        compose.stages = composed
-
-
 def replay_cpu(n: int, repeat: int = 3) -> tuple[float, float]:
     """The replay path's CPU seconds per post on the same generated posts, with the story stage and
-    without it; runs alternate (best of `repeat` each), so a busy moment of the machine hits both."""
-    import asyncio
-    import io
-    import tempfile
+    without it (duplicates then fall back to exact fingerprints, as `stories: each` rules do)."""
+    from bot.bench.replay import cost
+    from bot.pipeline.story import AssignStories
 
-    from bot.commands.replay import replay
-    from bot.settings import Settings
-
-    text = generate_dump(n)
-    best = {True: float("inf"), False: float("inf")}
-    for _ in range(repeat):
-        for stories in (True, False):
-            with tempfile.TemporaryDirectory() as tmp, nullcontext() if stories else _stories_off():
-                rules = Path(tmp) / "rules"
-                rules.mkdir()
-                (rules / "rules.yaml").write_text(
-                    "rules:\n  - id: never\n    match: {any: [zzqxv-never-there]}\n", encoding="utf-8"
-                )
-                settings = Settings(
-                    _env_file=None,
-                    database_url=f"sqlite:///{tmp}/bench.db",
-                    rules_dir=rules,
-                    data_dir=Path(tmp),
-                )
-                quiet = {"out": io.StringIO(), "err": io.StringIO()}
-                started = time.process_time()
-                asyncio.run(replay(settings, text, "bench", drain_timeout=0, **quiet))
-                best[stories] = min(best[stories], time.process_time() - started)
-    return best[True] / n, best[False] / n
+    on, off = cost(generate_dump(n), n, AssignStories, repeat, clock=time.process_time)
+    return on / n, off / n
 
 
 def memory(config: StoryConfig, n: int = 100_000) -> dict[str, Any]:
