@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bot.alerts.listing import deliveries
 from bot.errors import InputError
 from bot.redact import SECRETS
 
@@ -130,36 +131,13 @@ def list_(
     db: DbOption = None,
 ) -> None:
     """One JSON line per delivery, newest first."""
-    from bot.store.models import Alert, Delivery
 
     if status is not None and status not in STATUSES:
         raise InputError(f"--status: {status!r} is not one of {', '.join(STATUSES)}")
     engine = _store(db)
     _learn_secrets()
-    with Session(engine) as session:
-        query = (
-            select(Delivery, Alert).join(Alert, Alert.id == Delivery.alert_id).order_by(Delivery.id.desc())
-        )
-        if status:
-            query = query.where(Delivery.status == status)
-        for d, a in session.execute(query.limit(limit)):
-            line = json.dumps(
-                {
-                    "id": d.id,
-                    "status": d.status,
-                    "destination": d.destination,
-                    "kind": a.kind,
-                    "rule": a.rule_id,
-                    "attempts": d.attempts,
-                    "error": d.last_error,
-                    "created_at": d.created_at.isoformat(),
-                    "sent_at": d.sent_at.isoformat() if d.sent_at else None,
-                    "summary": a.summary,
-                },
-                ensure_ascii=False,
-            )
-            # Stored errors were redacted when written; this covers rows from before that.
-            typer.echo(SECRETS(line))
+    for row in deliveries(engine, status, limit):
+        typer.echo(json.dumps(row, ensure_ascii=False))
     engine.dispose()
 
 

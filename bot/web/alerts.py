@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.alerts import silences
+from bot.alerts.listing import deliveries
 from bot.alerts.worker import retry_dead
-from bot.redact import SECRETS
-from bot.store.models import MAX_ROW_ID, Alert, Delivery
-from bot.web.page import blocking, check_csrf, form, iso, json_error, render, store
+from bot.store.models import MAX_ROW_ID, Delivery
+from bot.web.page import blocking, check_csrf, form, json_error, render, store
 from bot.web.rules import loaded
 
 STATUSES = ("pending", "held", "sent", "dead", "folded")
@@ -32,10 +32,6 @@ SHOWN = 100
 MAX_LIMIT = 500
 
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _shown(text: str | None) -> str | None:
-    return SECRETS(text) if text else text
 
 
 def delivery_counts(engine: Engine) -> list[dict[str, Any]]:
@@ -47,34 +43,6 @@ def delivery_counts(engine: Engine) -> list[dict[str, Any]]:
             .order_by(Delivery.destination, Delivery.status)
         )
         return [{"destination": d, "status": s, "count": n} for d, s, n in rows]
-
-
-def deliveries(engine: Engine, status: str | None, limit: int) -> list[dict[str, Any]]:
-    """The newest deliveries, of one status or all (blocking); the fields of `tgsentinel alerts
-    list`, plus when the next attempt is due and the post the alert is about."""
-    with Session(engine) as session:
-        query = (
-            select(Delivery, Alert).join(Alert, Alert.id == Delivery.alert_id).order_by(Delivery.id.desc())
-        )
-        if status:
-            query = query.where(Delivery.status == status)
-        return [
-            {
-                "id": d.id,
-                "status": d.status,
-                "destination": d.destination,
-                "kind": a.kind,
-                "rule": a.rule_id,
-                "attempts": d.attempts,
-                "error": _shown(d.last_error),
-                "created_at": iso(d.created_at),
-                "sent_at": iso(d.sent_at),
-                "next_attempt_at": iso(d.next_attempt_at) if d.status == "pending" else None,
-                "summary": _shown(a.summary),
-                "post": a.message_id,
-            }
-            for d, a in session.execute(query.limit(limit))
-        ]
 
 
 def _summary(counts: list[dict[str, Any]]) -> dict[str, Any]:
