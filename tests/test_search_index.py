@@ -88,10 +88,10 @@ async def test_each_post_is_tokenized_once_in_the_match_thread_not_on_the_stores
 ) -> None:
     # Tokenizing is the index's CPU work: done ahead, in the match thread, and handed to the stage
     # with the batch; done again in the transaction, it would hold up the store's one thread.
-    threads: list[str] = []
+    seen: list[tuple[str, str]] = []
     body = tokens.body
     monkeypatch.setattr(
-        tokens, "body", lambda text: threads.append(threading.current_thread().name) or body(text)
+        tokens, "body", lambda text: seen.append((threading.current_thread().name, text)) or body(text)
     )
     ingest = Ingest(store)
     result = await ingest.ingest(
@@ -99,7 +99,19 @@ async def test_each_post_is_tokenized_once_in_the_match_thread_not_on_the_stores
     )
     assert result.new == 5
     assert _found(store, "санкциям") == [5, 4, 3, 2, 1]
-    assert len(threads) == 5 and all(name.startswith("tgsentinel-match") for name in threads), threads
+    assert len(seen) == 5 and all(name.startswith("tgsentinel-match") for name, _ in seen), seen
+
+    # An edit too: its new text is tokenized ahead, once. (On SQLite the old text is tokenized in
+    # the transaction, to take its words out: a contentless index forgets only what it is told.)
+    seen.clear()
+    result = await ingest.ingest([Incoming(channel=CHAN, message_id=1, text="Перемирие, пост 1")])
+    assert result.updated == 1
+    assert _found(store, "перемирия") == [1] and _found(store, "санкциям") == [5, 4, 3, 2]
+    assert [name for name, text in seen if text == "Перемирие, пост 1"] == ["tgsentinel-match_0"], seen
+    assert len(seen) == (2 if store.dialect.name == "sqlite" else 1), seen
+    if store.dialect.name == "sqlite":
+        with store.connect() as conn:
+            conn.execute(text("INSERT INTO search_fts (search_fts, rank) VALUES ('integrity-check', 1)"))
 
 
 def _index_bytes(engine) -> int:

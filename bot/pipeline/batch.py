@@ -110,7 +110,8 @@ class Stage(Protocol):
     A stage with CPU work per post that needs no store (tokenizing, say) also has `prepare(content)`:
     the ingest runs it ahead, in the match thread, over the whole batch, so the store's one thread
     spends no time on it; `run` finds each result with `batch.made(self, content)` and works out
-    whatever is missing itself (a post that failed to prepare, a batch stored without rules).
+    whatever is missing itself (a post that failed to normalise or prepare there, a batch stored
+    through `Ingest.ingest_sync` directly).
     """
 
     def run(self, session: Session, batch: Batch) -> None: ...

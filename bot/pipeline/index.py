@@ -24,13 +24,15 @@ class IndexPosts:
 
     def run(self, session: Session, batch: Batch) -> None:
         conn = session.connection()
-        postgres = conn.dialect.name != "sqlite"
-        index.catch_up(conn, frozenset(p.message_id for p in batch.posts if not p.is_edit))
-        index.add_documents(
-            conn,
-            [
-                (post.message_id, batch.made(self, post.content) or self.prepare(post.content))
-                for post in batch.posts
-                if postgres or not post.is_edit
-            ],
-        )
+        made = {
+            p.message_id: (p.is_edit, batch.made(self, p.content) or self.prepare(p.content))
+            for p in batch.posts
+        }
+        if conn.dialect.name != "sqlite":
+            index.add_documents(conn, [(row_id, doc) for row_id, (_, doc) in made.items()])
+            return
+        # An edit's old words come out first (its stale copy), and then its new ones go in.
+        new = {row_id: doc for row_id, (is_edit, doc) in made.items() if not is_edit}
+        edited = {row_id: doc for row_id, (is_edit, doc) in made.items() if is_edit}
+        index.catch_up(conn, frozenset(new), edited)
+        index.add_documents(conn, list(new.items()))

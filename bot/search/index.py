@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -116,11 +116,14 @@ def add_documents(conn: Connection, docs: Sequence[tuple[int, tokens.Document]])
     )
 
 
-def catch_up(conn: Connection, new: frozenset[int] = frozenset()) -> int:
+def catch_up(
+    conn: Connection, new: frozenset[int] = frozenset(), edited: Mapping[int, tokens.Document] | None = None
+) -> int:
     """SQLite: take deleted and edited posts' old tokens out of the index, and index edited posts'
     new ones (not those in `new`, which the caller indexes: a deleted row's id can come back); how
-    many stale rows there were. A no-op on PostgreSQL (its rows follow by cascade, and
-    the ingest stage replaces an edited post's)."""
+    many stale rows there were. An edited post's document comes from `edited` when the caller has
+    it made, else from its stored text. A no-op on PostgreSQL (its rows follow by cascade, and the
+    ingest stage replaces an edited post's)."""
     if conn.dialect.name != "sqlite":
         return 0
     stale = conn.exec_driver_sql(f"SELECT message_id, text, hashtags FROM {STALE}").all()
@@ -131,7 +134,9 @@ def catch_up(conn: Connection, new: frozenset[int] = frozenset()) -> int:
         [(row_id, *tokens.document(body, _hashtags(tags))) for row_id, body, tags in stale],
     )
     conn.exec_driver_sql(f"DELETE FROM {STALE}")
-    ids = [row_id for row_id, _, _ in stale if row_id not in new]
+    edited = edited or {}
+    ids = [row_id for row_id, _, _ in stale if row_id not in new and row_id not in edited]
+    add_documents(conn, [(row_id, edited[row_id]) for row_id, _, _ in stale if row_id in edited])
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
