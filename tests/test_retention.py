@@ -62,7 +62,7 @@ async def test_a_prune_in_batches_keeps_what_is_still_owed_and_removes_the_rest(
         s.execute(update(Alert).where(Alert.message_id.in_(_ids(s, range(1, 7)))).values(created_at=OLD))
     _age_messages(store, [1, 2, 3, 4, 5, 6, 9, 10])
 
-    removed = await prune_in_batches(store, DAYS_90, batch=2)  # several batches of each table
+    removed = await prune_in_batches(store, DAYS_90, batch=2, forget=PRUNED)  # several batches of each table
 
     assert removed == {"deliveries": 3, "alerts": 3, "messages": 5}
     with Session(store) as s:
@@ -90,7 +90,7 @@ async def test_a_post_arriving_during_a_prune_is_stored_before_the_prune_ends(sq
     try:
         await ingest.ingest([Incoming(channel=CHAN, message_id=i, text=f"old {i}") for i in range(1, 201)])
         _age_messages(engine, range(1, 201))
-        prune_task = asyncio.ensure_future(prune_in_batches(engine, DAYS_90, batch=20))
+        prune_task = asyncio.ensure_future(prune_in_batches(engine, DAYS_90, batch=20, forget=PRUNED))
 
         async def write() -> bool:
             result = await ingest.ingest([Incoming(channel=CHAN, message_id=500, text="news")])
@@ -114,7 +114,7 @@ def test_another_connection_writes_between_batches_with_a_short_busy_timeout(sql
             [Incoming(channel=CHAN, message_id=i, text=f"old {i}") for i in range(1, 101)]
         )
         _age_messages(engine, range(1, 101))
-        pruner = Pruner(engine, DAYS_90, batch=10)
+        pruner = Pruner(engine, DAYS_90, batch=10, forget=PRUNED)
         other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0.05)
         written = 0
         while pruner.step():

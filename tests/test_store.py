@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from bot.parse import read_dump
 from bot.parse.model import Entity
+from bot.pipeline.compose import PRUNED
 from bot.pipeline.ingest import Ingest, result_of
 from bot.sources.dump import dump_items
 from bot.sources.model import ChannelRef, Incoming
@@ -171,7 +172,7 @@ def test_retention_prunes_old_messages_and_sent_deliveries_but_never_the_cursor(
         s.execute(
             update(Message).where(Message.msg_id == 1).values(created_at=datetime(2020, 1, 1, tzinfo=UTC))
         )
-    removed = prune(store, older_than=90 * 86400)
+    removed = prune(store, older_than=90 * 86400, forget=PRUNED)
     assert removed["messages"] == 1
     with Session(store) as s:
         assert list(s.scalars(select(Message.msg_id))) == [2]

@@ -121,7 +121,7 @@ class Pruner:
 
 
 def prune(
-    engine: Engine, older_than: float, *, batch: int = BATCH, forget: Sequence[Forget] = ()
+    engine: Engine, older_than: float, *, forget: Sequence[Forget], batch: int = BATCH
 ) -> dict[str, int]:
     """The whole prune in this thread, batch after batch (see `Pruner`); counts what went."""
     pruner = Pruner(engine, older_than, batch, forget=forget)
@@ -131,7 +131,7 @@ def prune(
 
 
 async def prune_in_batches(
-    engine: Engine, older_than: float, *, batch: int = BATCH, forget: Sequence[Forget] = ()
+    engine: Engine, older_than: float, *, forget: Sequence[Forget], batch: int = BATCH
 ) -> dict[str, int]:
     """The prune as the monitor runs it: each batch on the store's writer thread, so that the posts
     that arrive meanwhile are stored between two batches rather than after the last."""
