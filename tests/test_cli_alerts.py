@@ -42,6 +42,8 @@ def test_a_dead_letter_is_listed_retried_and_sent(tmp_path, httpserver):
     assert [(d["destination"], d["rule"]) for d in dead] == [("hook", "moldova")]
     assert "400" in dead[0]["error"]
     assert httpserver.url_for("/hook") not in dead[0]["error"]  # the URL is a secret
+    # The same record as the archive's /api/alerts: the post it is about, no next attempt when dead.
+    assert isinstance(dead[0]["post"], int) and dead[0]["next_attempt_at"] is None
 
     retried = tgs("alerts", "retry", "--all-dead", "--db", db)
     assert retried.returncode == 0 and "1 deliveries queued again" in retried.stderr.decode()

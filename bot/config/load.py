@@ -447,7 +447,8 @@ def _files(rules_dir: Path) -> list[Path]:
 
 def stamp(rules_dir: Path) -> tuple[object, ...]:
     """What `load_config(rules_dir)` reads, as a value that changes whenever its result could: each
-    file's name, size and modification time, the .env file's, and the environment (${VAR})."""
+    file's name, inode, size and change times (a copy that keeps the modification time still
+    changes the others), the .env file's, and the environment (${VAR})."""
     try:
         paths = [*_files(rules_directory(rules_dir)), Path(".env")]
     except (InputError, OSError):
@@ -458,7 +459,7 @@ def stamp(rules_dir: Path) -> tuple[object, ...]:
             st = path.stat()
         except OSError:
             continue
-        seen.append((str(path), st.st_mtime_ns, st.st_size))
+        seen.append((str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     return (*seen, hash(frozenset(os.environ.items())))
 
 
