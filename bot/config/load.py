@@ -139,10 +139,13 @@ _ECHO = {
 }
 
 
+DOTENV = Path(".env")  # read for ${VAR} beside the environment, in the working directory
+
+
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     if env is not None:
         return env
-    dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    dotenv = {k: v for k, v in dotenv_values(DOTENV).items() if v is not None}
     return {**dotenv, **os.environ}
 
 
@@ -450,7 +453,7 @@ def stamp(rules_dir: Path) -> tuple[object, ...]:
     file's name, inode, size and change times (a copy that keeps the modification time still
     changes the others), the .env file's, and the environment (${VAR})."""
     try:
-        paths = [*_files(rules_directory(rules_dir)), Path(".env")]
+        paths = [*_files(rules_directory(rules_dir)), DOTENV]
     except (InputError, OSError):
         return ("unreadable",)  # loaded each time: it says why
     seen = []
